@@ -1,0 +1,1 @@
+# client: targets added by the client work (see DESIGN).

@@ -1,0 +1,1 @@
+# daemon: targets added by the daemon work (see DESIGN).

@@ -1,0 +1,49 @@
+/* safetensors.h: read-only, bounds-checked access to mmap'ed .safetensors files. */
+#ifndef HYMBA_ENGINE_SAFETENSORS_H
+#define HYMBA_ENGINE_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kernels/backend.h"
+
+/* Dtypes on disk beyond the three weights may use (golden files hold I32). */
+typedef enum hy_st_dtype {
+    HY_ST_F32, HY_ST_F16, HY_ST_BF16, HY_ST_I32, HY_ST_I64, HY_ST_F64, HY_ST_U8,
+} hy_st_dtype;
+
+typedef struct hy_st_tensor {
+    char *name;
+    hy_st_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    const void *data;        /* inside the mapping, validated in bounds */
+    size_t nbytes;
+} hy_st_tensor;
+
+typedef struct hy_st_file {
+    char *path;
+    void *map;
+    size_t map_len;
+    const char *header;      /* JSON header bytes (not NUL-terminated) */
+    size_t header_len;
+    hy_st_tensor *tensors;
+    size_t n_tensors;
+} hy_st_file;
+
+/* Map and validate: header length within the file, JSON well formed, every
+ * dtype known, offsets in range, non-overlapping, sizes matching shapes. */
+int hy_st_open(const char *path, hy_st_file **out, hy_err *err);
+void hy_st_close(hy_st_file *f);
+const hy_st_tensor *hy_st_find(const hy_st_file *f, const char *name);
+
+/* Write a safetensors file (used by hymba-mkmodel, hymba-run --dump-logits, tests). */
+typedef struct hy_st_out {
+    const char *name;
+    hy_st_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    const void *data;
+} hy_st_out;
+int hy_st_write(const char *path, const hy_st_out *t, size_t n, hy_err *err);
+
+#endif

@@ -1,0 +1,1 @@
+# kernels/cuda: targets added by the kernels/cuda work (see DESIGN).

@@ -1,0 +1,1 @@
+# proto: targets added by the proto work (see DESIGN).

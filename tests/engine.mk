@@ -1,0 +1,1 @@
+# Engine core tests: config, safetensors, bad checkpoints, golden agreement, invariants, sampler.

@@ -1,0 +1,1 @@
+# units: targets added by the units work (see DESIGN).
