@@ -1,0 +1,1 @@
+/* chat.c: placeholder until its owner's branch lands. */

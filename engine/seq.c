@@ -1,0 +1,1 @@
+/* seq.c: placeholder until its owner's branch lands. */

@@ -1,0 +1,1 @@
+/* tok.c: placeholder until its owner's branch lands. */

@@ -1,0 +1,1 @@
+/* cpu_backend.c: placeholder until its owner's branch lands. */
