@@ -1,4 +1,4 @@
-/* model_internal.h: the layout of hy_model and hy_seq, shared by engine/*.c only. */
+/* model_internal.h: the layout of hy_model and hy_seq, shared by the engine/ sources only. */
 #ifndef HYMBA_ENGINE_MODEL_INTERNAL_H
 #define HYMBA_ENGINE_MODEL_INTERNAL_H
 
@@ -26,6 +26,7 @@ struct hy_model {
 };
 
 struct hy_seq {
+    hy_model *model;                  /* the model it was made for (hy_seq_free needs the backend) */
     void *st;                         /* backend state */
     int32_t *tokens;                  /* [cap] real token ids consumed */
     int64_t n_tokens, cap;
