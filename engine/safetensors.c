@@ -160,7 +160,9 @@ static int st_parse_entry(const hy_st_file *f, json_object *v, size_t data_len,
                           "end of the data section (%zu bytes; file truncated?)", f->path, t->name,
                           (unsigned long long)begin, (unsigned long long)end, data_len);
     nbytes = hy_st_nbytes(t->dtype, t->ndim, t->shape);
-    if (nbytes < 0 || (uint64_t)nbytes != end - begin)
+    if (nbytes < 0)
+        return hy_err_set(err, -EINVAL, "%s: tensor '%s': shape is too large", f->path, t->name);
+    if ((uint64_t)nbytes != end - begin)
         return hy_err_set(err, -EINVAL, "%s: tensor '%s': shape and dtype %s need %lld bytes, "
                           "data_offsets span %llu", f->path, t->name, hy_st_dtype_name(t->dtype),
                           (long long)nbytes, (unsigned long long)(end - begin));
