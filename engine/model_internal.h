@@ -25,6 +25,14 @@ struct hy_model {
     void *bm;                         /* backend model */
 };
 
+/* Backend-independent half of hy_model_load (engine/weights.c): read dir's
+ * config.json, derive the arch, map model.safetensors (or the shards its
+ * index names), bind and check every tensor, compute the fingerprint and the
+ * decode weight bytes.  m must be zeroed; hy_weights_close undoes it (also
+ * after a failed open). */
+int hy_weights_open(hy_model *m, const char *dir, hy_err *err);
+void hy_weights_close(hy_model *m);
+
 struct hy_seq {
     hy_model *model;                  /* the model it was made for (hy_seq_free needs the backend) */
     void *st;                         /* backend state */
