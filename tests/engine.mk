@@ -8,3 +8,8 @@ tests_test_config_LDADD = $(HYMBA_TEST_LIBS)
 check_PROGRAMS += tests/test-safetensors
 TESTS += tests/test-safetensors
 tests_test_safetensors_LDADD = $(HYMBA_TEST_LIBS)
+
+# engine-cpu: golden agreement, decode/prefill invariants, state API.
+check_PROGRAMS += tests/test-golden
+TESTS += tests/test-golden
+tests_test_golden_LDADD = $(HYMBA_TEST_LIBS)
