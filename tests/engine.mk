@@ -13,3 +13,7 @@ tests_test_safetensors_LDADD = $(HYMBA_TEST_LIBS)
 check_PROGRAMS += tests/test-golden
 TESTS += tests/test-golden
 tests_test_golden_LDADD = $(HYMBA_TEST_LIBS)
+check_PROGRAMS += tests/test-invariants
+TESTS += tests/test-invariants
+tests_test_invariants_SOURCES = tests/test-invariants.c tests/randmodel.c tests/randmodel.h
+tests_test_invariants_LDADD = $(HYMBA_TEST_LIBS)
