@@ -12,3 +12,6 @@ check_PROGRAMS += tests/test-model-load
 TESTS += tests/test-model-load
 tests_test_model_load_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tests_test_model_load_LDADD = $(HYMBA_TEST_LIBS)
+check_PROGRAMS += tests/test-sampler
+TESTS += tests/test-sampler
+tests_test_sampler_LDADD = $(HYMBA_TEST_LIBS)
