@@ -15,3 +15,7 @@ tests_test_model_load_LDADD = $(HYMBA_TEST_LIBS)
 check_PROGRAMS += tests/test-sampler
 TESTS += tests/test-sampler
 tests_test_sampler_LDADD = $(HYMBA_TEST_LIBS)
+check_PROGRAMS += tests/test-mkmodel
+TESTS += tests/test-mkmodel
+tests_test_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
+tests_test_mkmodel_LDADD = $(HYMBA_TEST_LIBS)
