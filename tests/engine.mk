@@ -17,3 +17,7 @@ check_PROGRAMS += tests/test-invariants
 TESTS += tests/test-invariants
 tests_test_invariants_SOURCES = tests/test-invariants.c tests/randmodel.c tests/randmodel.h
 tests_test_invariants_LDADD = $(HYMBA_TEST_LIBS)
+check_PROGRAMS += tests/test-state
+TESTS += tests/test-state
+tests_test_state_SOURCES = tests/test-state.c tests/randmodel.c tests/randmodel.h
+tests_test_state_LDADD = $(HYMBA_TEST_LIBS)
