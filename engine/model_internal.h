@@ -34,6 +34,7 @@ int hy_weights_open(hy_model *m, const char *dir, hy_err *err);
 void hy_weights_close(hy_model *m);
 
 struct hy_seq {
+    hy_model *model;                  /* the model it was made for (hy_seq_free needs the backend) */
     void *st;                         /* backend state */
     int32_t *tokens;                  /* [cap] real token ids consumed */
     int64_t n_tokens, cap;
