@@ -43,7 +43,8 @@ mkdir -p "$logs"
 
 if [ -d "$here/bin" ]; then
     bin=$here/bin
-    export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    cudalib=$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")/../lib64
+    export LD_LIBRARY_PATH="$here/lib:$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export HYMBA_SHARED=${HYMBA_SHARED:-$here/shared}
 else
     top=$(cd "$here/.." && pwd)
@@ -69,7 +70,7 @@ step() {   # step NAME CMD...: run, log, report
     local name=$1
     shift
     local t0=$SECONDS
-    "$@" >"$logs/$name.log" 2>&1
+    timeout "${STEP_TIMEOUT:-300}" "$@" >"$logs/$name.log" 2>&1
     local rc=$?
     local verdict=PASS
     [ $rc -eq 77 ] && verdict=SKIP
