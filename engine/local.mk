@@ -9,6 +9,7 @@ engine_libhymba_a_SOURCES = \
 	engine/weights.c \
 	engine/model.c \
 	engine/seq.c \
+	engine/seq_next.c \
 	engine/sampler.c \
 	engine/tok.h engine/tok.c \
 	engine/chat.h engine/chat.c

@@ -25,15 +25,20 @@
 #     accumulation and SSM state), 5e-3 batched vs single; greedy ids identical.
 #   - compute-sanitizer memcheck on test-cuda-kernels and on hymba-run
 #     (prefill + 40 decoded tokens) over the tiny-bf16 golden model.
-#   - --bench: hymba-mkmodel --preset 1.5b into a temp dir, hymba-bench --backend cuda.
+#   - --bench: hymba-mkmodel --preset 1.5b into a temp dir, hymba-bench --backend cuda
+#     (batch-1 decode and its roofline fraction, prefill of 512/2048/8000 tokens with
+#     time to first token and matrix-rate fraction, aggregate decode at batch 8/32/64).
+#   - --profile: per-kernel times of a few decode steps under Nsight Compute (ncu).
 # Logs go to $OUT (if set) or ./gpu-check-logs.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 bench=0
+profile=0
 for a in "$@"; do
     case "$a" in
         --bench) bench=1 ;;
+        --profile) profile=1 ;;
         -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "gpu-check.sh: unknown option $a" >&2; exit 2 ;;
     esac
@@ -97,10 +102,18 @@ if [ $bench -eq 1 ]; then
     model=$(mktemp -d /tmp/hymba-1.5b.XXXXXX)
     step mkmodel-1.5b "$bin/hymba-mkmodel" --preset 1.5b --seed 1 "$model"
     if [ -x "$bin/hymba-bench" ]; then
-        step bench-cuda "$bin/hymba-bench" -m "$model" --backend cuda
+        step bench-cuda "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3 \
+            --batch 8,32,64 --prefill 512,2048,8000 --chunk 1024
+        cat "$logs/bench-cuda.log"
     else
         step bench-run-cuda "$bin/hymba-run" -m "$model" --backend cuda -v -n 256 --ignore-eos \
             --tokens "$(seq -s, 100 611)"
+    fi
+    if [ $profile -eq 1 ] && command -v ncu >/dev/null 2>&1; then
+        step ncu-decode ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+            --kernel-name regex:'k_gemv|k_attn|k_conv|k_ssm|k_preavg|k_resnorm|k_rope|k_dbc|k_embed|k_sample|gemm|Kernel' \
+            "$bin/hymba-run" -m "$model" --backend cuda --tokens 1,2,3,4,5,6,7,8 -n 4 --ignore-eos
+        grep -E "k_|gemm|Kernel|gpu__time_duration|Invocations" "$logs/ncu-decode.log" | head -120
     fi
     rm -rf "$model"
 fi

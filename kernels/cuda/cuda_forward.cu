@@ -10,8 +10,8 @@
 /* Attention key splits of a decode step: enough blocks to fill the chip. */
 static int attn_splits(const cu_ctx *ctx, const cu_model *m, int B)
 {
-    int ns = (2 * ctx->n_sm + m->a.n_kv_heads * B - 1) / (m->a.n_kv_heads * B);
-    return ns < 1 ? 1 : ns > 64 ? 64 : ns;
+    int ns = (ctx->n_sm + m->a.n_kv_heads * B - 1) / (m->a.n_kv_heads * B);
+    return ns < 1 ? 1 : ns > 16 ? 16 : ns;
 }
 
 /* Largest split count the decode GEMVs of out_proj / down use for B <= rows. */

@@ -264,7 +264,7 @@ cudaError_t cu_resnorm(bf16 *x, const cu_lin *y, const bf16 *w, bf16 *hn, int n,
                        float eps, cudaStream_t s)
 {
     cu_lin none = {};
-    k_resnorm<<<n, 256, H * sizeof(float), s>>>(x, y ? *y : none, y != NULL, w, hn, H, eps);
+    k_resnorm<<<n, 512, H * sizeof(float), s>>>(x, y ? *y : none, y != NULL, w, hn, H, eps);
     return cudaGetLastError();
 }
 
@@ -385,7 +385,7 @@ cudaError_t cu_preavg(const bf16 *att, const float *ml, const float *o, int nspl
                       bf16 *m, int n, cudaStream_t s)
 {
     size_t smem = (size_t)(2 * nh * dv + (att ? 0 : nh * nsplit)) * sizeof(float);
-    k_preavg<<<n, 256, smem, s>>>(att, ml, o, nsplit, nh, dv, ssm_out, w1, w2, eps, m);
+    k_preavg<<<n, 1024, smem, s>>>(att, ml, o, nsplit, nh, dv, ssm_out, w1, w2, eps, m);
     return cudaGetLastError();
 }
 
