@@ -103,7 +103,7 @@ static void test_gemv(int N, int K, int B, int mode, int nsplit)
     CU(cudaMemset(dout, 0xff, (size_t)B * N * 2));        /* poison: NaN bf16 */
     CU(cudaMemset(dpart, 0xff, (size_t)nsplit * B * N * 4));
     int ldo = mode == CU_GV_GATED ? N / 2 : N;
-    cu_gemv g = { dW, N, K, dX, K, B, nsplit, mode, dout, dpart, ldo };
+    cu_gemv g = { dW, N, K, dX, K, B, nsplit, mode, dout, dpart, ldo, (N & 1) };   /* odd N: plain launch */
     CU(cu_gemv_launch(&g, 0));
     CU(cudaDeviceSynchronize());
     std::vector<double> ref((size_t)B * N);

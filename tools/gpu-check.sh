@@ -105,6 +105,10 @@ if [ $bench -eq 1 ]; then
         step bench-cuda "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3 \
             --batch 8,32,64 --prefill 512,2048,8000 --chunk 1024
         cat "$logs/bench-cuda.log"
+        export HYMBA_CUDA_PDL=0   # the same decode without programmatic dependent launch
+        step bench-cuda-nopdl "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3
+        unset HYMBA_CUDA_PDL
+        grep -E "decode B=1|fraction" "$logs/bench-cuda-nopdl.log"
     else
         step bench-run-cuda "$bin/hymba-run" -m "$model" --backend cuda -v -n 256 --ignore-eos \
             --tokens "$(seq -s, 100 611)"
@@ -112,7 +116,7 @@ if [ $bench -eq 1 ]; then
     if [ $profile -eq 1 ] && command -v ncu >/dev/null 2>&1; then
         step ncu-decode ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
             --kernel-name regex:'k_gemv|k_attn|k_conv|k_ssm|k_preavg|k_resnorm|k_rope|k_dbc|k_embed|k_sample|gemm|Kernel' \
-            "$bin/hymba-run" -m "$model" --backend cuda --tokens 1,2,3,4,5,6,7,8 -n 4 --ignore-eos
+            "$bin/hymba-run" -m "$model" --backend cuda --tokens "$(seq -s, 100 1123)" -n 4 --ignore-eos
         grep -E "k_|gemm|Kernel|gpu__time_duration|Invocations" "$logs/ncu-decode.log" | head -120
     fi
     rm -rf "$model"

@@ -65,7 +65,7 @@ __device__ __forceinline__ int key_pos(const keyset &k, int i)
  * heads; then the warp accumulates P.V with each lane owning VPL of the dv
  * output columns.  Warps merge through shared memory at the end.
  */
-template <int VPL>
+template <int VPL, int DQT>
 __global__ void __launch_bounds__(128) k_attn_split(cu_attn_args a)
 {
     extern __shared__ float sm[];
@@ -110,8 +110,16 @@ __global__ void __launch_bounds__(128) k_attn_split(cu_attn_args a)
         if (valid) {
             slot = kv_slot(a.g, key_pos(ks, k));
             const uint4 *kr = reinterpret_cast<const uint4 *>(K + ((size_t)slot * a.nkv + kvh) * a.dq);
-            for (int c = 0; c < a.dq / 8; c++) {
-                uint4 raw = kr[c];
+            /* the whole key row in flight at once when its size is known */
+            uint4 rows[DQT ? DQT / 8 : 1];
+            if (DQT) {
+#pragma unroll
+                for (int c = 0; c < (DQT ? DQT / 8 : 1); c++)
+                    rows[c] = kr[c];
+            }
+#pragma unroll
+            for (int c = 0; c < (DQT ? DQT / 8 : a.dq / 8); c++) {
+                uint4 raw = DQT ? rows[c] : kr[c];
                 const __nv_bfloat162 *kp = reinterpret_cast<const __nv_bfloat162 *>(&raw);
                 float kf[8];
 #pragma unroll
@@ -150,21 +158,30 @@ __global__ void __launch_bounds__(128) k_attn_split(cu_attn_args a)
             m[j] = mnew;
         }
         const int nk = min(32, k1 - base);
-        for (int tk = 0; tk < nk; tk++) {
-            int st = __shfl_sync(0xffffffffu, slot, tk);
-            const bf16 *vr = V + ((size_t)st * a.nkv + kvh) * a.dv + lane * VPL;
-            float vv[VPL];
+        /* P.V eight keys at a time: their V rows are loaded before any use */
+        for (int tk0 = 0; tk0 < nk; tk0 += 8) {
+            float vv[8][VPL];
 #pragma unroll
-            for (int e = 0; e < VPL; e++)
-                vv[e] = b2f(vr[e]);
-#pragma unroll
-            for (int j = 0; j < CU_MAX_GQA; j++) {
-                if (j >= G)
-                    continue;
-                float pb = bfr(__shfl_sync(0xffffffffu, pj[j], tk));
+            for (int q = 0; q < 8; q++) {
+                int st = __shfl_sync(0xffffffffu, slot, (tk0 + q) & 31);
+                const bf16 *vr = V + ((size_t)st * a.nkv + kvh) * a.dv + lane * VPL;
 #pragma unroll
                 for (int e = 0; e < VPL; e++)
-                    o[j][e] = fmaf(pb, vv[e], o[j][e]);
+                    vv[q][e] = tk0 + q < nk ? b2f(vr[e]) : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+#pragma unroll
+                for (int j = 0; j < CU_MAX_GQA; j++) {
+                    if (j >= G)
+                        continue;
+                    float pb = bfr(__shfl_sync(0xffffffffu, pj[j], (tk0 + q) & 31));
+                    if (tk0 + q >= nk)
+                        pb = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < VPL; e++)
+                        o[j][e] = fmaf(pb, vv[q][e], o[j][e]);
+                }
             }
         }
     }
@@ -213,11 +230,18 @@ cudaError_t cu_attn_split(const cu_attn_args *a, cudaStream_t s)
         return cudaErrorInvalidValue;
     dim3 grid(a->nkv, a->nsplit, a->n);
     size_t smem = (size_t)(G * a->dq + 4 * G * a->dv + 8 * G) * sizeof(float);
-    switch (a->dv / 32) {
-    case 1: k_attn_split<1><<<grid, 128, smem, s>>>(*a); break;
-    case 2: k_attn_split<2><<<grid, 128, smem, s>>>(*a); break;
-    default: k_attn_split<4><<<grid, 128, smem, s>>>(*a); break;
-    }
+    if (a->dv == 128 && a->dq == 64)
+        k_attn_split<4, 64><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv == 64 && a->dq == 32)
+        k_attn_split<2, 32><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv == 32 && a->dq == 16)
+        k_attn_split<1, 16><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv / 32 == 1)
+        k_attn_split<1, 0><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv / 32 == 2)
+        k_attn_split<2, 0><<<grid, 128, smem, s>>>(*a);
+    else
+        k_attn_split<4, 0><<<grid, 128, smem, s>>>(*a);
     return cudaGetLastError();
 }
 

@@ -7,10 +7,13 @@
 
 /* ------------------------------------------------------------ scratch */
 
-/* Attention key splits of a decode step: enough blocks to fill the chip. */
+/* Attention key splits of a decode step: enough blocks to fill the chip at
+ * batch 1.  The same for every batch size, so a row's softmax is merged from
+ * the same slices (and rounds the same way) alone or in a batch. */
 static int attn_splits(const cu_ctx *ctx, const cu_model *m, int B)
 {
-    int ns = (ctx->n_sm + m->a.n_kv_heads * B - 1) / (m->a.n_kv_heads * B);
+    (void)B;
+    int ns = (ctx->n_sm + m->a.n_kv_heads - 1) / m->a.n_kv_heads;
     return ns < 1 ? 1 : ns > 16 ? 16 : ns;
 }
 
@@ -140,7 +143,7 @@ static bool use_gemv(const cu_model *m, int B) { return m->use_gemv && B <= 8; }
 static int gemv(cu_ctx *ctx, const bf16 *W, int N, int K, const bf16 *X, int ldx, int B, int ns, int mode,
                 bf16 *out, float *part, int ldo, hy_err *err)
 {
-    cu_gemv g = { W, N, K, X, ldx, B, ns, mode, out, part, ldo };
+    cu_gemv g = { W, N, K, X, ldx, B, ns, mode, out, part, ldo, ctx->pdl };
     CK(cu_gemv_launch(&g, ctx->s0));
     return 0;
 }

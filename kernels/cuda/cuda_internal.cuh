@@ -26,6 +26,7 @@ typedef struct cu_ctx {
     bool failed;                  /* a sticky CUDA error: the context is lost */
     char fail_msg[256];
     bool verbose;
+    bool pdl;                     /* decode GEMVs start early behind the kernel before them */
     size_t bytes;                 /* device memory held */
     hy_backend_stats st;
 } cu_ctx;

@@ -55,13 +55,27 @@ __device__ __forceinline__ float lin_get(const cu_lin &in, int b, int n)
 {
     if (in.h)
         return b2f(in.h[(size_t)b * in.ldh + n]);
-    float s = 0.0f;
-    for (int k = 0; k < in.nsplit; k++)
-        s += in.part[((size_t)k * in.B + b) * in.N + n];
-    return bfr(s);
+    const float *p = in.part + (size_t)b * in.N + n;
+    const size_t st = (size_t)in.B * in.N;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int k = 0;
+    for (; k + 4 <= in.nsplit; k += 4) {   /* four independent loads in flight */
+        s0 += p[k * st];
+        s1 += p[(k + 1) * st];
+        s2 += p[(k + 2) * st];
+        s3 += p[(k + 3) * st];
+    }
+    for (; k < in.nsplit; k++)
+        s0 += p[k * st];
+    return bfr((s0 + s1) + (s2 + s3));
 }
 
 /* ---------------------------------------------------------------- GEMV */
+
+/* Programmatic dependent launch (sm_90): a kernel lets the next one start
+ * early; the next one waits for this one's results at griddepcontrol.wait. */
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
 /* Streaming 16-byte load: weights are read once per step, keep them out of L1. */
 __device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
@@ -117,6 +131,16 @@ __global__ void __launch_bounds__(256) k_gemv(cu_gemv a)
 #pragma unroll
     for (int r = 0; r < R; r++)
         wr[r] = reinterpret_cast<const uint4 *>(a.W + (size_t)min(row0 + r, a.N - 1) * a.K);
+    if (a.pdl) {
+        /* Launched while the previous kernel still runs: pull this warp's
+         * weights into L2 (they depend on nothing), then wait for X. */
+        for (int v = v0 + lane * 4; v < v1; v += 128)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + v));
+        pdl_wait();
+        pdl_trigger();
+    }
 
     for (int v = v0 + lane; v < v1; v += 64) {
         const bool two = v + 32 < v1;
@@ -189,7 +213,10 @@ static int gemv_rows_per_warp(int B) { return B <= 2 ? 4 : 2; }
 
 int cu_gemv_splits(int N, int K, int B, int n_sm)
 {
-    int R = gemv_rows_per_warp(B);
+    /* independent of B, so a row decoded in a batch sums its partials exactly
+     * as it would alone */
+    (void)B;
+    int R = gemv_rows_per_warp(1);
     int rowblocks = (N + 8 * R - 1) / (8 * R);
     int target = n_sm * 4;
     int ns = (target + rowblocks - 1) / rowblocks;
@@ -207,16 +234,22 @@ cudaError_t cu_gemv_launch(const cu_gemv *a, cudaStream_t s)
         (a->nsplit > 1 && a->mode != CU_GV_PART) || (a->mode == CU_GV_GATED && (a->N & 1)))
         return cudaErrorInvalidValue;
     int R = gemv_rows_per_warp(a->B);
-    dim3 grid((a->N + 8 * R - 1) / (8 * R), a->nsplit);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3((a->N + 8 * R - 1) / (8 * R), a->nsplit);
+    cfg.blockDim = dim3(256);
+    cfg.stream = s;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = a->pdl ? 1 : 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
     if (a->B == 1)
-        k_gemv<1, 4><<<grid, 256, 0, s>>>(*a);
-    else if (a->B == 2)
-        k_gemv<2, 4><<<grid, 256, 0, s>>>(*a);
-    else if (a->B <= 4)
-        k_gemv<4, 2><<<grid, 256, 0, s>>>(*a);
-    else
-        k_gemv<8, 2><<<grid, 256, 0, s>>>(*a);
-    return cudaGetLastError();
+        return cudaLaunchKernelEx(&cfg, k_gemv<1, 4>, *a);
+    if (a->B == 2)
+        return cudaLaunchKernelEx(&cfg, k_gemv<2, 4>, *a);
+    if (a->B <= 4)
+        return cudaLaunchKernelEx(&cfg, k_gemv<4, 2>, *a);
+    return cudaLaunchKernelEx(&cfg, k_gemv<8, 2>, *a);
 }
 
 /* ------------------------------------------------------ embed / norms */
@@ -243,6 +276,7 @@ __global__ void k_resnorm(bf16 *x, cu_lin y, int has_y, const bf16 *w, bf16 *hn,
     extern __shared__ float xs[];        /* [H] */
     __shared__ float red[32];
     int t = blockIdx.x;
+    pdl_trigger();
     bf16 *xr = x + (size_t)t * H;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < H; i += blockDim.x) {
@@ -264,7 +298,7 @@ cudaError_t cu_resnorm(bf16 *x, const cu_lin *y, const bf16 *w, bf16 *hn, int n,
                        float eps, cudaStream_t s)
 {
     cu_lin none = {};
-    k_resnorm<<<n, 512, H * sizeof(float), s>>>(x, y ? *y : none, y != NULL, w, hn, H, eps);
+    k_resnorm<<<n, 1024, H * sizeof(float), s>>>(x, y ? *y : none, y != NULL, w, hn, H, eps);
     return cudaGetLastError();
 }
 
@@ -292,12 +326,18 @@ __global__ void k_rope_kv(cu_rope_args a)
     int pos = a.per_token ? d->pos : d->pos + t;
     int half = a.dq / 2;
     bf16 *row = a.u + (size_t)t * a.ldu;
+    __shared__ float cs[CU_MAX_HEAD_DIM / 2], sns[CU_MAX_HEAD_DIM / 2];
     if (a.rope) {
+        /* one angle per frequency: a single fp32 product, then cos/sin rounded to bf16 (spec §5.3) */
+        for (int j = threadIdx.x; j < half; j += blockDim.x) {
+            float ang = a.inv_freq[j] * (float)pos;
+            cs[j] = bfr(cosf(ang));
+            sns[j] = bfr(sinf(ang));
+        }
+        __syncthreads();
         for (int i = threadIdx.x; i < a.nh * half; i += blockDim.x) {
             int h = i / half, j = i % half;
-            float ang = a.inv_freq[j] * (float)pos;
-            float c = bfr(cosf(ang)), sn = bfr(sinf(ang));
-            rope_pair(row + h * a.dq, row + h * a.dq, j, half, c, sn);
+            rope_pair(row + h * a.dq, row + h * a.dq, j, half, cs[j], sns[j]);
         }
     }
     if (!a.owner)
@@ -309,9 +349,7 @@ __global__ void k_rope_kv(cu_rope_args a)
         int h = i / half, j = i % half;
         const bf16 *src = row + a.k_off + h * a.dq;
         if (a.rope) {
-            float ang = a.inv_freq[j] * (float)pos;
-            float c = bfr(cosf(ang)), sn = bfr(sinf(ang));
-            rope_pair(src, K + h * a.dq, j, half, c, sn);
+            rope_pair(src, K + h * a.dq, j, half, cs[j], sns[j]);
         } else {
             K[h * a.dq + j] = src[j];
             K[h * a.dq + j + half] = src[j + half];
@@ -332,14 +370,20 @@ cudaError_t cu_rope_kv(const cu_rope_args *a, cudaStream_t s)
 __global__ void k_preavg(const bf16 *att, const float *ml, const float *o, int nsplit, int nh, int dv,
                          const bf16 *ssm_out, const bf16 *w1, const bf16 *w2, float eps, bf16 *m)
 {
-    extern __shared__ float sm[];         /* att [di], ssm [di], weights [nh][nsplit] */
+    extern __shared__ float sm[];         /* att [di], ssm [di], weights [nh][nsplit], ml [nh][nsplit][2] */
     __shared__ float red[32];
     int t = blockIdx.x, di = nh * dv;
-    float *as = sm, *ss = sm + di, *wgt = sm + 2 * di;
+    pdl_trigger();
+    float *as = sm, *ss = sm + di, *wgt = sm + 2 * di, *mls = wgt + nh * nsplit;
     if (!att) {
-        /* Merge the key splits: weight of split s = exp(m_s - M) / L. */
+        /* Merge the key splits: weight of split s = exp(m_s - M) / L.  All
+         * (m, l) pairs come in with one parallel load. */
+        const float *mlt = ml + (size_t)t * nh * nsplit * 2;
+        for (int i = threadIdx.x; i < nh * nsplit * 2; i += blockDim.x)
+            mls[i] = mlt[i];
+        __syncthreads();
         for (int h = threadIdx.x; h < nh; h += blockDim.x) {
-            const float *mlh = ml + ((size_t)t * nh + h) * nsplit * 2;
+            const float *mlh = mls + h * nsplit * 2;
             float M = -INFINITY;
             for (int k = 0; k < nsplit; k++)
                 M = fmaxf(M, mlh[2 * k]);
@@ -359,10 +403,15 @@ __global__ void k_preavg(const bf16 *att, const float *ml, const float *o, int n
         } else {
             int h = i / dv, e = i % dv;
             const float *oh = o + ((size_t)t * nh + h) * nsplit * dv + e;
-            a = 0.0f;
-            for (int k = 0; k < nsplit; k++)
-                a += oh[(size_t)k * dv] * wgt[h * nsplit + k];
-            a = bfr(a);
+            float a0 = 0.0f, a1 = 0.0f;
+            int k = 0;
+            for (; k + 2 <= nsplit; k += 2) {
+                a0 += oh[(size_t)k * dv] * wgt[h * nsplit + k];
+                a1 += oh[(size_t)(k + 1) * dv] * wgt[h * nsplit + k + 1];
+            }
+            if (k < nsplit)
+                a0 += oh[(size_t)k * dv] * wgt[h * nsplit + k];
+            a = bfr(a0 + a1);
         }
         float sv = b2f(ssm_out[(size_t)t * di + i]);
         as[i] = a;
@@ -384,7 +433,7 @@ cudaError_t cu_preavg(const bf16 *att, const float *ml, const float *o, int nspl
                       const bf16 *ssm_out, const bf16 *w1, const bf16 *w2, float eps,
                       bf16 *m, int n, cudaStream_t s)
 {
-    size_t smem = (size_t)(2 * nh * dv + (att ? 0 : nh * nsplit)) * sizeof(float);
+    size_t smem = (size_t)(2 * nh * dv + (att ? 0 : 3 * nh * nsplit)) * sizeof(float);
     k_preavg<<<n, 1024, smem, s>>>(att, ml, o, nsplit, nh, dv, ssm_out, w1, w2, eps, m);
     return cudaGetLastError();
 }
@@ -478,14 +527,24 @@ __global__ void __launch_bounds__(256) k_conv_xproj(const bf16 *u, int ldu, int 
             uc[(size_t)b * di + c] = f2b(v);
         }
         __syncthreads();
-        for (int r = warp; r < P; r += blockDim.x / 32) {
-            const bf16 *wr = xproj + (size_t)r * di + c0;
-            float acc = 0.0f;
-            for (int cl = lane; cl < cn; cl += 32)
-                acc += b2f(wr[cl]) * ucs[cl];
-            acc = warp_sum(acc);
-            if (lane == 0)
-                part[((size_t)blockIdx.x * B + b) * P + r] = acc;
+        const int nw = blockDim.x / 32;
+        for (int r0 = warp; r0 < P; r0 += 4 * nw) {
+            float acc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+            for (int cl = lane; cl < cn; cl += 32) {
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    int r = r0 + q * nw;
+                    if (r < P)
+                        acc[q] += b2f(xproj[(size_t)r * di + c0 + cl]) * ucs[cl];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                int r = r0 + q * nw;
+                float v = warp_sum(acc[q]);
+                if (lane == 0 && r < P)
+                    part[((size_t)blockIdx.x * B + b) * P + r] = v;
+            }
         }
         __syncthreads();
     }
@@ -522,11 +581,34 @@ __device__ void warp_rmsnorm(float *v, int len, const bf16 *w, float eps)
 __global__ void k_dbc_norm(cu_lin xp, int R, int N, const bf16 *wdt, const bf16 *wB, const bf16 *wC,
                            int norms, float eps, float *dbc, bf16 *dt_out)
 {
-    extern __shared__ float v[];          /* [R + 2N] */
+    extern __shared__ float v[];          /* [R + 2N], then [nq][R + 2N] sub-sums */
     int t = blockIdx.x, P = R + 2 * N;
-    for (int i = threadIdx.x; i < P; i += blockDim.x)
-        v[i] = lin_get(xp, t, i);
-    __syncthreads();
+    if (xp.h) {
+        for (int i = threadIdx.x; i < P; i += blockDim.x)
+            v[i] = lin_get(xp, t, i);
+        __syncthreads();
+    } else {
+        /* nq threads per value, each over every nq-th split; then fixed-order sums */
+        int nq = (int)blockDim.x / P;
+        float *sub = v + P;
+        if (nq < 1)
+            nq = 1;
+        for (int i = threadIdx.x; i < P * nq; i += blockDim.x) {
+            int val = i % P, q = i / P;
+            float acc = 0.0f;
+            for (int k = q; k < xp.nsplit; k += nq)
+                acc += xp.part[((size_t)k * xp.B + t) * xp.N + val];
+            sub[q * P + val] = acc;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < P; i += blockDim.x) {
+            float acc = 0.0f;
+            for (int q = 0; q < nq; q++)
+                acc += sub[q * P + i];
+            v[i] = bfr(acc);
+        }
+        __syncthreads();
+    }
     if (norms) {
         int warp = threadIdx.x >> 5;
         if (warp == 0)
@@ -548,7 +630,9 @@ cudaError_t cu_dbc_norm(const cu_lin *xp, int R, int N, const bf16 *wdt, const b
                         const bf16 *wC, int norms, float eps, float *dbc, bf16 *dt_out, int n,
                         cudaStream_t s)
 {
-    k_dbc_norm<<<n, 128, (R + 2 * N) * sizeof(float), s>>>(*xp, R, N, wdt, wB, wC, norms, eps, dbc, dt_out);
+    int threads = xp->h ? 128 : 1024;
+    int nq = threads / (R + 2 * N) > 0 ? threads / (R + 2 * N) : 1;
+    k_dbc_norm<<<n, threads, (size_t)(R + 2 * N) * (1 + nq) * sizeof(float), s>>>(*xp, R, N, wdt, wB, wC, norms, eps, dbc, dt_out);
     return cudaGetLastError();
 }
 

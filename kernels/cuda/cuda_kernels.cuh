@@ -58,6 +58,7 @@ typedef struct cu_gemv {
     const bf16 *X; int ldx, B;
     int nsplit, mode;
     bf16 *out; float *part; int ldo;
+    int pdl;    /* launch early behind the previous kernel (programmatic dependent launch) */
 } cu_gemv;
 cudaError_t cu_gemv_launch(const cu_gemv *a, cudaStream_t s);
 /* Splits that fill the chip for this shape (1 when the mode needs whole rows). */
