@@ -147,7 +147,7 @@ typedef struct cu_ssm_args {
 } cu_ssm_args;
 cudaError_t cu_ssm_decode(const cu_ssm_args *a, cudaStream_t s);
 /* Prefill: chunked scan over the n positions of desc[0]; ws holds
- * 3 * ceil(n / CU_SCAN_CHUNK) * di * 16 floats. */
+ * cu_ssm_ws_floats(n, di) floats (chunk states and decays, fp32 Delta). */
 cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s);
 size_t cu_ssm_ws_floats(int n, int di);
 
