@@ -14,7 +14,7 @@ static int attn_splits(const cu_ctx *ctx, const cu_model *m, int B)
 {
     (void)B;
     int ns = (ctx->n_sm + m->a.n_kv_heads - 1) / m->a.n_kv_heads;
-    return ns < 1 ? 1 : ns > 32 ? 32 : ns;
+    return ns < 1 ? 1 : ns > 16 ? 16 : ns;
 }
 
 /* Largest split count the decode GEMVs of out_proj / down use for B <= rows. */
