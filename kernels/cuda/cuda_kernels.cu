@@ -491,6 +491,7 @@ cudaError_t cu_conv_prefill(const bf16 *u, int ldu, int xs_off, int n, const cu_
 }
 
 #define CONV_SLICE 128
+#define CONV_ROWS 4     /* sequences per block of the decode conv + x_proj kernel */
 
 int cu_conv_xproj_slices(int di) { return (di + CONV_SLICE - 1) / CONV_SLICE; }
 
@@ -507,7 +508,9 @@ __global__ void __launch_bounds__(256) k_conv_xproj(const bf16 *u, int ldu, int 
     int c0 = blockIdx.x * CONV_SLICE;
     int cn = min(CONV_SLICE, di - c0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int b = 0; b < B; b++) {
+    /* blockIdx.y: a group of CONV_ROWS sequences (the slice's weights stay in L1 across them) */
+    int b1 = min(B, (int)(blockIdx.y + 1) * CONV_ROWS);
+    for (int b = blockIdx.y * CONV_ROWS; b < b1; b++) {
         float *st = desc[b].conv + (size_t)layer * dc * di;
         for (int cl = threadIdx.x; cl < CONV_SLICE; cl += blockDim.x) {
             int c = c0 + cl;
@@ -559,7 +562,7 @@ cudaError_t cu_conv_xproj_decode(const bf16 *u, int ldu, int xs_off, int B, cons
 {
     if (dc > CU_MAX_DCONV || nslice != cu_conv_xproj_slices(di))
         return cudaErrorInvalidValue;
-    return cu_launch(k_conv_xproj, dim3(nslice), dim3(256), 0, s, u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj,
+    return cu_launch(k_conv_xproj, dim3(nslice, (B + CONV_ROWS - 1) / CONV_ROWS), dim3(256), 0, s, u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj,
                      P, uc, part);
 }
 
