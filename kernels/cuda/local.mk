@@ -17,3 +17,6 @@ SUFFIXES += .cu
 .cu.o:
 	$(AM_V_GEN)$(MKDIR_P) $(@D) && \
 	$(NVCC) $(HY_NVCCFLAGS) $(DEFS) $(DEFAULT_INCLUDES) $(AM_CPPFLAGS) $(CUDA_CPPFLAGS) -c -o $@ $<
+
+# The GPU check script (run by hand on a GPU machine; CI has none) and its carry helper.
+dist_noinst_SCRIPTS += tools/gpu-check.sh tools/gpu-carry.sh
