@@ -484,6 +484,20 @@ int main(void)
         printf("FAIL: loading on the CUDA backend: %s\n", err.msg);
         return 1;
     }
+    /* a state far beyond the device's memory: a clear -ENOMEM, no crash, and the model still works */
+    {
+        void *st = NULL;
+        hy_err e2;
+        memset(&e2, 0, sizeof(e2));
+        int r = m->be->state_new(m->be_ctx, m->bm, (int64_t)1 << 30, &st, &e2);
+        printf("  huge state: %d (%s)\n", r, e2.msg);
+        CHECK(r == -ENOMEM && strstr(e2.msg, "out of GPU memory") != NULL, "huge state: %d %s", r, e2.msg);
+        hy_seq *q = NULL;
+        int32_t t3[3] = { 5, 6, 7 };
+        CHECK(hy_seq_new(m, &q, &e2) == 0 && hy_seq_prefill(m, q, t3, 3, NULL, &e2) == 0,
+              "model after a failed allocation: %s", e2.msg);
+        hy_seq_free(q);
+    }
     hy_model_free(m);
 
     if (shared) {

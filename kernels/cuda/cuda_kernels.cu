@@ -73,6 +73,7 @@ __device__ __forceinline__ float lin_get(const cu_lin &in, int b, int n)
 /* ---------------------------------------------------------------- GEMV */
 
 int cu_pdl = 1;
+int cu_gemv_lane_vecs = 2;
 
 /* Streaming 16-byte load: weights are read once per step, keep them out of L1. */
 __device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
@@ -217,7 +218,7 @@ int cu_gemv_splits(int N, int K, int B, int n_sm)
     int rowblocks = (N + 8 * R - 1) / (8 * R);
     int target = n_sm * 4;
     int ns = (target + rowblocks - 1) / rowblocks;
-    int maxs = (K / 8) / 64;           /* at least two vectors per lane per split */
+    int maxs = (K / 8) / (32 * cu_gemv_lane_vecs);   /* enough 16-byte vectors per lane per split */
     if (ns > maxs)
         ns = maxs;
     if (ns < 1)

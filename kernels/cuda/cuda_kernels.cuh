@@ -61,8 +61,10 @@ typedef struct cu_gemv {
     int pdl;    /* launch early behind the previous kernel (programmatic dependent launch) */
 } cu_gemv;
 cudaError_t cu_gemv_launch(const cu_gemv *a, cudaStream_t s);
-/* Splits that fill the chip for this shape (1 when the mode needs whole rows). */
+/* Splits that fill the chip for this shape (1 when the mode needs whole rows),
+ * keeping at least cu_gemv_lane_vecs 16-byte vectors per lane in each split. */
 int cu_gemv_splits(int N, int K, int B, int n_sm);
+extern int cu_gemv_lane_vecs;
 
 /* x[t] = rows[ids[t]] (ids NULL: rows[t]), t < n; width H. */
 cudaError_t cu_embed(bf16 *x, const bf16 *rows, const int32_t *ids, const cu_desc *desc,
