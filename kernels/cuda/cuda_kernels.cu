@@ -73,7 +73,7 @@ __device__ __forceinline__ float lin_get(const cu_lin &in, int b, int n)
 /* ---------------------------------------------------------------- GEMV */
 
 int cu_pdl = 1;
-int cu_gemv_lane_vecs = 2;
+int cu_gemv_lane_vecs = 1;
 
 /* Streaming 16-byte load: weights are read once per step, keep them out of L1. */
 __device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
