@@ -431,7 +431,7 @@ static int method_delete_session(sd_bus_message *m, void *userdata, sd_bus_error
     if (s->active) {
         /* Freed when its request's final event comes back. */
         s->deleted = true;
-        request_cancel(c, s->active, HYMBA__V1__CANCEL_REASON__SESSION_DELETED);
+        request_cancel(c, s->active, HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SESSION_DELETED);
         reply.cancelled_requests = 1;
     } else {
         session_destroy(c, s);
@@ -551,7 +551,7 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return r;
     for (hyd_request *req = c->live; req; req = req->next_live)
         if (req->id == id && req->uid == uid) {
-            request_cancel(c, req, HYMBA__V1__CANCEL_REASON__REQUESTED);
+            request_cancel(c, req, HYMBA__V1__CANCEL_REASON__CANCEL_REASON_REQUESTED);
             return sd_bus_reply_method_return(m, NULL);
         }
     return sd_bus_error_setf(error, HYD_ERROR_NO_SUCH_REQUEST, "no such request: %llu", (unsigned long long)id);
@@ -750,7 +750,7 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
     for (hyd_request *req = c->live; req; req = req->next_live)
         if (!strcmp(req->sender, name)) {
             log_info("request %llu: %s left the bus, cancelling", (unsigned long long)req->id, name);
-            request_cancel(c, req, HYMBA__V1__CANCEL_REASON__DISCONNECTED);
+            request_cancel(c, req, HYMBA__V1__CANCEL_REASON__CANCEL_REASON_DISCONNECTED);
         }
     for (hyd_peer **p = &c->peers; *p; p = &(*p)->next)
         if (!strcmp((*p)->name, name)) {

@@ -245,7 +245,7 @@ static void shutdown_ctx(hyd_ctx *c)
     sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
     c->stopping = true;
     if (c->sched) {
-        hyd_bus_cancel_all(c, HYMBA__V1__CANCEL_REASON__SHUTDOWN);
+        hyd_bus_cancel_all(c, HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SHUTDOWN);
         hyd_sched_stop(c->sched);
         if (c->bus)
             hyd_bus_drain_events(c);

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
-#include "daemon/config.h"
+#include "daemon/conf.h"
 #include "daemon/sched.h"
 #include "daemon/session.h"
 #include "engine/hymba.h"

@@ -3,7 +3,7 @@ sbin_PROGRAMS += daemon/hymbad
 daemon_hymbad_SOURCES = \
 	daemon/hymbad.h daemon/hymbad.c \
 	daemon/bus.c \
-	daemon/config.h daemon/config.c \
+	daemon/conf.h daemon/conf.c \
 	daemon/log.h daemon/log.c \
 	daemon/sched.h daemon/sched.c \
 	daemon/session.h daemon/session.c \

@@ -332,7 +332,7 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
     int32_t tok;
 
     if (!logits) {
-        finish_error(s, req, HYMBA__V1__ERROR_CODE__INTERNAL, "the engine returned no logits after the prompt");
+        finish_error(s, req, HYMBA__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "the engine returned no logits after the prompt");
         return 0;
     }
     if (ss->sampling.repeat_last_n > 0 && n_hist > ss->sampling.repeat_last_n)
@@ -341,12 +341,12 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
                     hy_seq_tokens(ss->seq) + hy_seq_len(ss->seq) - n_hist, n_hist);
     if (!req->ignore_eos && (tok == s->eos || tok == s->marker_id)) {
         gen_flush(s, req);
-        finish_turn(s, req, tok == s->eos ? HYMBA__V1__STOP_REASON__EOS : HYMBA__V1__STOP_REASON__TURN_MARKER, 0);
+        finish_turn(s, req, tok == s->eos ? HYMBA__V1__STOP_REASON__STOP_REASON_EOS : HYMBA__V1__STOP_REASON__STOP_REASON_TURN_MARKER, 0);
         return 0;
     }
     if (hy_seq_len(ss->seq) + 1 > s->max_ctx) {
         gen_flush(s, req);
-        finish_turn(s, req, HYMBA__V1__STOP_REASON__CONTEXT_FULL, 0);
+        finish_turn(s, req, HYMBA__V1__STOP_REASON__STOP_REASON_CONTEXT_FULL, 0);
         return 0;
     }
     g->n_gen++;
@@ -365,13 +365,13 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
             g->answer[g->len] = 0;
             emit_text(s, req, g->len);
             *tok_out = tok;
-            g->stop_after_step = HYMBA__V1__STOP_REASON__TURN_MARKER; /* not history, but in the state */
+            g->stop_after_step = HYMBA__V1__STOP_REASON__STOP_REASON_TURN_MARKER; /* not history, but in the state */
             return 1;
         }
     }
     emit_text(s, req, g->len - (req->ignore_eos ? 0 : marker_tail(g->answer, g->len, g->emitted)));
     if (g->n_gen >= req->max_new_tokens)
-        g->stop_after_step = HYMBA__V1__STOP_REASON__MAX_TOKENS;
+        g->stop_after_step = HYMBA__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
     *tok_out = tok;
     return 1;
 }
@@ -439,17 +439,17 @@ static void step_admin(hyd_sched *s, bool stopping)
 {
     for (size_t i = 0; i < s->n_act;) {
         hyd_request *req = s->act[i];
-        int why = stopping ? HYMBA__V1__CANCEL_REASON__SHUTDOWN : cancel_reason(req);
+        int why = stopping ? HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SHUTDOWN : cancel_reason(req);
         hy_err err = { 0 };
 
         if (why) {
-            if (why == HYMBA__V1__CANCEL_REASON__SESSION_DELETED || !req->gen || req->gen->phase != PH_DECODE) {
+            if (why == HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SESSION_DELETED || !req->gen || req->gen->phase != PH_DECODE) {
                 /* Nothing of this turn is kept: the next turn's prefix check
                  * discards whatever part of the prompt the state took in. */
                 gen_free(req->gen);
                 req->gen = NULL;
             }
-            finish_turn(s, req, HYMBA__V1__STOP_REASON__UNSPECIFIED, why);
+            finish_turn(s, req, HYMBA__V1__STOP_REASON__STOP_REASON_UNSPECIFIED, why);
             continue;
         }
         if (!req->gen) {
@@ -457,8 +457,8 @@ static void step_admin(hyd_sched *s, bool stopping)
             if (!req->gen || gen_start(s, req, &err) < 0) {
                 if (!err.msg[0])
                     snprintf(err.msg, sizeof(err.msg), "%s", strerror(err.code ? -err.code : ENOMEM));
-                finish_error(s, req, err.code == -E2BIG ? HYMBA__V1__ERROR_CODE__CONTEXT_LENGTH
-                                                        : HYMBA__V1__ERROR_CODE__ENGINE, err.msg);
+                finish_error(s, req, err.code == -E2BIG ? HYMBA__V1__ERROR_CODE__ERROR_CODE_CONTEXT_LENGTH
+                                                        : HYMBA__V1__ERROR_CODE__ERROR_CODE_ENGINE, err.msg);
                 continue;
             }
         }
@@ -478,7 +478,7 @@ static void step_prefill(hyd_sched *s)
             continue;
         if (gen_prefill_chunk(s, req, &err) < 0) {
             hy_seq_reset(s->model, req->session->seq);
-            finish_error(s, req, HYMBA__V1__ERROR_CODE__ENGINE, err.msg);
+            finish_error(s, req, HYMBA__V1__ERROR_CODE__ERROR_CODE_ENGINE, err.msg);
         }
         return;
     }
@@ -519,10 +519,10 @@ static void step_decode(hyd_sched *s)
             req->gen->decode_usec += dt;
             if (r < 0) {
                 hy_seq_reset(s->model, req->session->seq);
-                finish_error(s, req, HYMBA__V1__ERROR_CODE__ENGINE, err.msg);
+                finish_error(s, req, HYMBA__V1__ERROR_CODE__ERROR_CODE_ENGINE, err.msg);
                 i--;
             } else if (req->gen->stop_after_step) {
-                if (req->gen->stop_after_step != HYMBA__V1__STOP_REASON__TURN_MARKER)
+                if (req->gen->stop_after_step != HYMBA__V1__STOP_REASON__STOP_REASON_TURN_MARKER)
                     gen_flush(s, req);
                 finish_turn(s, req, req->gen->stop_after_step, 0);
                 i--;

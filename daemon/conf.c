@@ -1,5 +1,5 @@
-/* config.c: parse hymbad.conf: "key = value" lines, '#' comments, unknown keys refused. */
-#include "daemon/config.h"
+/* conf.c: parse hymbad.conf: "key = value" lines, '#' comments, unknown keys refused. */
+#include "daemon/conf.h"
 
 #include <ctype.h>
 #include <errno.h>

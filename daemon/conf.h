@@ -1,8 +1,9 @@
-/* config.h: hymbad's settings: /etc/hymba/hymbad.conf (key = value) plus command-line overrides. */
-#ifndef HYMBA_DAEMON_CONFIG_H
-#define HYMBA_DAEMON_CONFIG_H
+/* conf.h: hymbad's settings: /etc/hymba/hymbad.conf (key = value) plus command-line overrides. */
+#ifndef HYMBA_DAEMON_CONF_H
+#define HYMBA_DAEMON_CONF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define HYD_CONFIG_DEFAULT_PATH "/etc/hymba/hymbad.conf"
