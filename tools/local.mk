@@ -5,3 +5,10 @@ bin_PROGRAMS += tools/hymba-mkmodel
 tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c tools/mkmodel.h
 tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
+
+# hymba-load (daemon work): N concurrent D-Bus clients x M requests against a running hymbad.
+noinst_PROGRAMS += tools/hymba-load
+tools_hymba_load_SOURCES = tools/hymba-load.c
+tools_hymba_load_CPPFLAGS = $(AM_CPPFLAGS) $(SYSTEMD_CFLAGS) $(PROTOBUFC_CFLAGS)
+tools_hymba_load_LDADD = $(HYMBA_PROTO_LIBS) $(SYSTEMD_LIBS)
+$(tools_hymba_load_OBJECTS): proto/hymba.pb-c.h
