@@ -264,6 +264,16 @@ static void test_bad(void)
     json_object_put(cfg);
     write_edited(dir, "model.safetensors", NULL, 0, SIZE_MAX);
     open_expect("unsupported config", dir, false, "badcfg/config.json", "num_experts");
+
+    /* So does a config refused while deriving the arch (a global producer, SWA consumer). */
+    make_dir(dir, sizeof(dir), "badgroup");
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    cfg = json_object_from_file(path);
+    json_object_object_add(cfg, "kv_reuse_group", json_tokener_parse("[[0, 1]]"));
+    json_object_to_file(path, cfg);
+    json_object_put(cfg);
+    write_edited(dir, "model.safetensors", NULL, 0, SIZE_MAX);
+    open_expect("bad kv group", dir, false, "badgroup/config.json: field 'kv_reuse_group'", NULL);
 }
 
 /* Split the base checkpoint in two shards with an index; bindings must equal the single file's. */
