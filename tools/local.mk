@@ -6,6 +6,11 @@ tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c to
 tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
 
+# hymba-run: offline prompt runner (engine-load).
+bin_PROGRAMS += tools/hymba-run
+tools_hymba_run_SOURCES = tools/hymba-run.c
+tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
+
 # hymba-load (daemon work): N concurrent D-Bus clients x M requests against a running hymbad.
 noinst_PROGRAMS += tools/hymba-load
 tools_hymba_load_SOURCES = tools/hymba-load.c
