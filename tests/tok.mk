@@ -10,3 +10,9 @@ TESTS += tests/test-chat
 tests_test_chat_SOURCES = tests/test-chat.c
 tests_test_chat_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tests_test_chat_LDADD = $(HYMBA_TEST_LIBS)
+
+check_PROGRAMS += tests/test-tok-synth
+TESTS += tests/test-tok-synth
+tests_test_tok_synth_SOURCES = tests/test-tok-synth.c
+tests_test_tok_synth_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
+tests_test_tok_synth_LDADD = $(HYMBA_TEST_LIBS)
