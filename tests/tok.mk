@@ -17,6 +17,12 @@ tests_test_tok_synth_SOURCES = tests/test-tok-synth.c
 tests_test_tok_synth_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tests_test_tok_synth_LDADD = $(HYMBA_TEST_LIBS)
 
+# hymba-mkmodel's synthetic tokenizer (built as a bin program before the tests run).
+check_PROGRAMS += tests/test-tok-mkmodel
+TESTS += tests/test-tok-mkmodel
+tests_test_tok_mkmodel_SOURCES = tests/test-tok-mkmodel.c
+tests_test_tok_mkmodel_LDADD = $(HYMBA_TEST_LIBS)
+
 # The fuzz target as a regression test over the seed corpus (no libFuzzer needed).
 check_PROGRAMS += tests/fuzz-tok
 TESTS += tests/fuzz-tok

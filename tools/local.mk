@@ -5,6 +5,7 @@ bin_PROGRAMS += tools/hymba-mkmodel
 tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c tools/mkmodel.h
 tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
+
 # hymba-tokbench: tokenizer encode MB/s and the benchmark text generator (tok).
 noinst_PROGRAMS += tools/hymba-tokbench
 tools_hymba_tokbench_SOURCES = tools/hymba-tokbench.c
