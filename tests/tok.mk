@@ -43,3 +43,9 @@ fuzz-tok: $(FUZZ_TOK_SRCS)
 	  $(JSONC_CFLAGS) $(FUZZ_TOK_SRCS) $(JSONC_LIBS) -o tests/fuzz-tok-libfuzzer
 CLEANFILES += tests/fuzz-tok-libfuzzer
 .PHONY: fuzz-tok
+
+# hymba-run's text features (tools/textio.c) on the real tokenizer and a tiny random model.
+check_PROGRAMS += tests/test-textio
+TESTS += tests/test-textio
+tests_test_textio_SOURCES = tests/test-textio.c tools/textio.c tools/textio.h
+tests_test_textio_LDADD = $(HYMBA_TEST_LIBS)
