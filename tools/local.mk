@@ -6,6 +6,11 @@ tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c to
 tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
 
+# hymba-run: offline prompt runner (engine-load).
+bin_PROGRAMS += tools/hymba-run
+tools_hymba_run_SOURCES = tools/hymba-run.c
+tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
+
 # hymba-tokbench: tokenizer encode MB/s and the benchmark text generator (tok).
 noinst_PROGRAMS += tools/hymba-tokbench
 tools_hymba_tokbench_SOURCES = tools/hymba-tokbench.c
