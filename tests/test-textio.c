@@ -3,6 +3,7 @@
 #include "engine/chat.h"
 #include "tests/testutil.h"
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Output of the functions under test goes to a memory buffer. */
@@ -127,12 +128,42 @@ static void check_generation(void)
     free(dir);
 }
 
+/* The hymba-run binary: --tokenize/--detokenize on a folder with tokenizer files and no weights. */
+static void check_cli(const char *shared)
+{
+    const char *top = getenv("top_builddir");
+    char exe[4096], cmd[12000], out[256];
+    static const struct { const char *args, *want; } cases[] = {
+        { "--tokenize ab", "1,633\n" },
+        { "--tokenize ab --no-bos", "633\n" },
+        { "--detokenize 1,633", "<s> ab\n" },
+        { "--detokenize 1,633 --skip-special", "ab\n" },
+    };
+
+    snprintf(exe, sizeof(exe), "%s/tools/hymba-run", top ? top : ".");
+    if (access(exe, X_OK) != 0) {
+        printf("(hymba-run checks skipped: %s not built)\n", exe);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "'%s' -m '%s/testdata/hymba-1.5b-config' %s", exe, shared, cases[i].args);
+        FILE *p = popen(cmd, "r");
+        size_t n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+        out[n] = '\0';
+        CHECK(p && pclose(p) == 0 && strcmp(out, cases[i].want) == 0, "%s: [%s]", cases[i].args, out);
+    }
+    snprintf(cmd, sizeof(cmd), "'%s' -m '%s/testdata/hymba-1.5b-config' --detokenize 1,zz 2>/dev/null", exe, shared);
+    CHECK(WEXITSTATUS(system(cmd)) == 2, "malformed --detokenize exits 2");
+}
+
 int main(void)
 {
     const char *shared = hy_test_shared_dir();
 
-    if (shared)
+    if (shared) {
         check_real_tokenizer(shared);
+        check_cli(shared);
+    }
     else
         printf("(real-tokenizer checks skipped; generation checks run)\n");
     check_generation();

@@ -8,7 +8,7 @@ tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
 
 # hymba-run: offline prompt runner (engine-load).
 bin_PROGRAMS += tools/hymba-run
-tools_hymba_run_SOURCES = tools/hymba-run.c
+tools_hymba_run_SOURCES = tools/hymba-run.c tools/textio.c tools/textio.h
 tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
 
 # hymba-tokbench: tokenizer encode MB/s and the benchmark text generator (tok).
