@@ -291,6 +291,7 @@ static int cmd_ask(ctl *c, int argc, char **argv)
     prompt = strcmp(argv[optind], "-") ? strdup(argv[optind]) : read_all(stdin);
     if (!prompt)
         return CTL_EXIT_FAILED;
+    ctl_catch_interrupt(c);
     r = ctl_connect(c);
     if (r)
         goto out;
@@ -302,7 +303,9 @@ static int cmd_ask(ctl *c, int argc, char **argv)
         fprintf(stderr, "session %s\n", session);
     }
     r = ctl_send(c, session, prompt, (uint32_t)max_tokens, ignore_eos, c->json, &ans);
-    if (c->json)
+    if (!ans.request_id)
+        ;                            /* Send was refused: the error is on stderr */
+    else if (c->json)
         json_print(finished_json(&ans));
     else {
         if (ans.len && ans.text[ans.len - 1] != '\n')
@@ -379,6 +382,7 @@ static int cmd_chat(ctl *c, int argc, char **argv)
         return usage_error("chat takes at most one SESSION, not \"%s\"", argv[optind + 1]);
     if (optind < argc)
         session = argv[optind];
+    ctl_catch_interrupt(c);
     r = ctl_connect(c);
     if (r)
         return r;

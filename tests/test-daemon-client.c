@@ -442,11 +442,13 @@ static void scenario_disconnect(void)
         exit(1);
     pid = fork();
     if (pid == 0) {
+        alarm(120);                  /* never outlive the test */
         conn *c = conn_new();
         char *s = create_session(c, NULL, 0);
         uint64_t id = s ? send_text(c, s, "Never stop.", 100000, true, NULL, 0) : 0;
-        if (id && pump(c, 30000, has_chunk, &id))
-            (void)!write(pipefd[1], "x", 1);
+        if (!id || !pump(c, 30000, has_chunk, &id))
+            _exit(1);                /* the parent's read sees EOF */
+        (void)!write(pipefd[1], "x", 1);
         pause();                     /* killed here */
         _exit(0);
     }
@@ -721,6 +723,7 @@ int main(int argc, char **argv)
         return 2;
     }
     address = argv[1];
+    alarm(300);                      /* a hung daemon fails the test instead of hanging it */
     if (!strcmp(argv[2], "concurrent"))
         scenario_concurrent();
     else if (!strcmp(argv[2], "cancel"))
