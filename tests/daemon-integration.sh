@@ -270,7 +270,7 @@ chat_sid=$(sed -n 's/^session \([0-9a-f]*\).*/\1/p' "$tmp/chat.err")
 check_rc "the chat session keeps the cancelled turn" 0 "$CTL" --bus-address "$ADDR" show "$chat_sid"
 expect "$tmp/out" "first question" "history has the chat message"
 
-for scenario in concurrent cancel disconnect badpayload; do
+for scenario in concurrent prefill cancel disconnect badpayload; do
     check_rc "C client: $scenario" 0 "$CLIENT" "$ADDR" "$scenario"
     sed 's/^/    /' "$tmp/out" | tail -3
 done
