@@ -391,6 +391,19 @@ static int cmd_chat(ctl *c, int argc, char **argv)
         if (r)
             return r;
         session = created;
+    } else {
+        /* Resuming: make sure it is there (and ours) before the first line is typed. */
+        Hymba__V1__GetSessionRequest req = HYMBA__V1__GET_SESSION_REQUEST__INIT;
+        Hymba__V1__GetSessionReply *rep = NULL;
+        req.session_id = (char *)session;
+        r = ctl_call(c, CTL_IFACE_SESSION, "GetSession", &req.base, &hymba__v1__get_session_reply__descriptor,
+                     (ProtobufCMessage **)&rep);
+        if (r)
+            return r;
+        if (rep->session)
+            fprintf(stderr, "resuming: %u messages, %" PRId64 " tokens\n", rep->session->n_messages,
+                    rep->session->n_tokens);
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
     fprintf(stderr, "session %s%s\n", session, tty ? " (Ctrl-C cancels an answer, Ctrl-D leaves)" : "");
     for (;;) {

@@ -269,6 +269,9 @@ rc=$?
 chat_sid=$(sed -n 's/^session \([0-9a-f]*\).*/\1/p' "$tmp/chat.err")
 check_rc "the chat session keeps the cancelled turn" 0 "$CTL" --bus-address "$ADDR" show "$chat_sid"
 expect "$tmp/out" "first question" "history has the chat message"
+check_rc "chat resumes a session" 0 sh -c "echo 'second question' | '$CTL' --bus-address '$ADDR' chat --max-tokens 4 $chat_sid"
+expect "$tmp/err" "resuming: 2 messages" "chat says what it resumes"
+check_rc "chat of an unknown session fails at once" 4 sh -c "echo hi | '$CTL' --bus-address '$ADDR' chat 0123456789abcdef0123456789abcdef"
 
 for scenario in concurrent prefill cancel disconnect badpayload; do
     check_rc "C client: $scenario" 0 "$CLIENT" "$ADDR" "$scenario"
