@@ -303,11 +303,9 @@ static int cmd_ask(ctl *c, int argc, char **argv)
         fprintf(stderr, "session %s\n", session);
     }
     r = ctl_send(c, session, prompt, (uint32_t)max_tokens, ignore_eos, c->json, &ans);
-    if (!ans.request_id)
-        ;                            /* Send was refused: the error is on stderr */
-    else if (c->json)
+    if (ans.request_id && c->json)   /* (a refused Send already printed its error) */
         json_print(finished_json(&ans));
-    else {
+    else if (ans.request_id) {
         if (ans.len && ans.text[ans.len - 1] != '\n')
             putchar('\n');
         answer_report(&ans);
