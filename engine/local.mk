@@ -6,6 +6,7 @@ engine_libhymba_a_SOURCES = \
 	engine/config.h engine/config.c \
 	engine/safetensors.h engine/safetensors.c \
 	engine/sha256.h engine/sha256.c \
+	engine/weights.c \
 	engine/model.c \
 	engine/seq.c \
 	engine/sampler.c \
