@@ -20,9 +20,8 @@ void log_setup(int max_priority)
 
 static void log_write(int priority, const char *text)
 {
-    if (log_to_journal)
-        sd_journal_print(priority, "%s", text);
-    else
+    /* stderr too when the journal cannot be reached, so no message is lost. */
+    if (!log_to_journal || sd_journal_print(priority, "%s", text) < 0)
         fprintf(stderr, "hymbad: %s\n", text);
 }
 
