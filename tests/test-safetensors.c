@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define MUTATIONS 2000
+
 static char *tmp_dir;
 
 static void tmp_path(char *buf, size_t cap, const char *name)
@@ -193,6 +195,79 @@ static void test_corrupt(void)
     hy_st_close(f);
 }
 
+/* Random byte edits in the header and length of a valid file: each result either
+ * opens with every tensor inside the mapping or is refused; ASan checks the reads. */
+static void test_mutations(void)
+{
+    char path[4096], mpath[4096];
+    float a[6] = { 1, 2, 3, 4, 5, 6 };
+    uint16_t b[3] = { 1, 2, 3 };
+    hy_st_out outs[] = {
+        { "model.layers.0.mamba.in_proj.weight", HY_ST_F32, 2, { 2, 3 }, a },
+        { "model.norm", HY_ST_BF16, 1, { 3 }, b },
+    };
+    hy_err err = { 0 };
+    uint8_t *orig;
+    long len;
+    uint32_t x = 12345;
+    int opened = 0, refused = 0;
+
+    tmp_path(path, sizeof(path), "mut-src.safetensors");
+    tmp_path(mpath, sizeof(mpath), "mut.safetensors");
+    if (hy_st_write(path, outs, 2, &err) < 0)
+        return;
+    FILE *fp = fopen(path, "rb");
+    fseek(fp, 0, SEEK_END);
+    len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    orig = malloc((size_t)len);
+    if (fread(orig, 1, (size_t)len, fp) != (size_t)len)
+        len = 0;
+    fclose(fp);
+    long hend = len - (long)(sizeof(a) + sizeof(b));   /* bytes before the data */
+    for (int it = 0; it < MUTATIONS && len > 0; it++) {
+        uint8_t *m = malloc((size_t)len);
+        memcpy(m, orig, (size_t)len);
+        int edits = 1 + it % 4;
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            long pos = (long)(x % (uint32_t)hend);
+            static const char pool[] = "0123456789[]{}\":,-eE \x00\xff";
+            m[pos] = (x >> 20) & 1 ? (uint8_t)pool[(x >> 8) % (sizeof(pool) - 1)] : (uint8_t)(x >> 8);
+        }
+        x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+        long cut = (x & 7) == 0 ? (long)(x % (uint32_t)len) : len;   /* sometimes truncate too */
+        fp = fopen(mpath, "wb");
+        fwrite(m, 1, (size_t)cut, fp);
+        fclose(fp);
+        free(m);
+        hy_st_file *f = NULL;
+        if (hy_st_open(mpath, &f, &err) == 0) {
+            opened++;
+            for (size_t i = 0; i < f->n_tensors; i++) {
+                const hy_st_tensor *t = &f->tensors[i];
+                const uint8_t *lo = f->map, *hi = lo + f->map_len, *d = t->data;
+                CHECK(d >= lo + 8 + f->header_len && d + t->nbytes <= hi,
+                      "mutation %d: tensor '%s' outside the file", it, t->name);
+                volatile uint8_t sum = 0;
+                for (size_t k = 0; k < t->nbytes; k++)
+                    sum ^= d[k];
+                (void)sum;
+            }
+            hy_st_close(f);
+        } else {
+            refused++;
+            CHECK(strstr(err.msg, mpath) != NULL, "mutation %d: message lacks the file: %s", it,
+                  err.msg);
+        }
+    }
+    free(orig);
+    CHECK(refused > 0 && opened + refused == MUTATIONS, "mutations: %d opened, %d refused", opened,
+          refused);
+    if (getenv("VERBOSE"))
+        printf("  mutations: %d opened, %d refused\n", opened, refused);
+}
+
 static void test_f16(void)
 {
     CHECK(hy_f16_to_f32(0x3c00) == 1.0f, "f16 1.0");
@@ -254,6 +329,7 @@ int main(void)
         return 1;
     test_roundtrip();
     test_corrupt();
+    test_mutations();
     test_f16();
     hy_test_rmtree(tmp_dir);
     free(tmp_dir);
