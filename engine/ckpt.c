@@ -88,13 +88,13 @@ void hy_ckpt_clear(hy_ckpt *c)
 {
     if (!c)
         return;
-    for (uint32_t i = 0; i < c->n_msgs; i++)
+    for (uint32_t i = 0; c->msgs && i < c->n_msgs; i++)
         free(c->msgs[i].text);
     free(c->msgs);
     free(c->tokens);
     free(c->image);
     free(c->logits);
-    for (uint32_t i = 0; i < c->n_snaps; i++)
+    for (uint32_t i = 0; c->snaps && i < c->n_snaps; i++)
         hy_ckpt_snap_clear(&c->snaps[i]);
     free(c->snaps);
     memset(c, 0, sizeof(*c));
@@ -694,9 +694,10 @@ static int dec_header(dec *d, const hy_arch *a, const uint8_t *fp, hy_ckpt_hdr *
     memcpy(h, b, sizeof(*h));
     if (hy_crc32c(0, b, offsetof(hy_ckpt_hdr, hdr_crc)) != h->hdr_crc)
         return refuse(d, HY_CKPT_HEADER_CRC, -EBADMSG, "CRC mismatch in the file header");
-    if (h->hdr_size != HY_CKPT_HDR_SIZE || h->flags != 0)
+    if (h->hdr_size != HY_CKPT_HDR_SIZE || h->flags != 0 ||
+        (h->reserved[0] | h->reserved[1] | h->reserved[2] | h->reserved[3]) != 0)
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "header size %" PRIu32 " / flags 0x%" PRIx32
-                      " (expected %u / 0)", h->hdr_size, h->flags, HY_CKPT_HDR_SIZE);
+                      " or reserved fields (expected %u / 0 / 0)", h->hdr_size, h->flags, HY_CKPT_HDR_SIZE);
     if (h->file_size > d->len)
         return refuse(d, HY_CKPT_TRUNCATED, -EBADMSG, "the header says %" PRIu64
                       " bytes, the file has %" PRIu64, h->file_size, d->len);
@@ -747,6 +748,8 @@ static int dec_session(dec *d, hy_ckpt_info *in, uint32_t *snap_keep)
     in->n_snaps = get_u32(p + 28);
     in->n_tokens = (int64_t)get_u64(p + 32);
     *snap_keep = get_u32(p + 40);
+    if (get_u32(p + 44) != 0)
+        return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "SESSION reserved field is not 0");
     if (in->n_snaps > HY_CKPT_SNAPS_MAX || *snap_keep > HY_CKPT_SNAPS_MAX)
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "%" PRIu32 " snapshots / keep %" PRIu32
                       ", at most %d", in->n_snaps, *snap_keep, HY_CKPT_SNAPS_MAX);
