@@ -24,3 +24,11 @@ fuzz-ckpt:
 	mkdir -p fuzz-ckpt-work && cp $(top_srcdir)/tests/fuzz-ckpt-corpus/* fuzz-ckpt-work/
 	./fuzz-ckpt-libfuzzer -max_total_time=$(FUZZ_SECONDS) fuzz-ckpt-work
 .PHONY: fuzz-ckpt
+
+# Session store (daemon/store.c) and the crash-injection test of its atomic save.
+check_PROGRAMS += tests/test-ckpt-store tests/test-ckpt-crash
+TESTS += tests/test-ckpt-store tests/test-ckpt-crash
+tests_test_ckpt_store_SOURCES = tests/test-ckpt-store.c daemon/store.h daemon/store.c
+tests_test_ckpt_store_LDADD = $(CKPT_TEST_LIBS)
+tests_test_ckpt_crash_SOURCES = tests/test-ckpt-crash.c daemon/store.h daemon/store.c
+tests_test_ckpt_crash_LDADD = $(CKPT_TEST_LIBS)
