@@ -116,9 +116,10 @@ static int open_index(hy_model *m, const char *dir, const char *ipath, json_obje
                         json_object_get_string(fname) : "";
         bool seen = false;
         if (!shard_name_ok(f)) {
+            r = hy_err_set(err, -EINVAL, "%s: tensor '%s' maps to \"%s\", not a file name in "
+                           "the model directory", ipath, tname, f);
             json_object_put(root);
-            return hy_err_set(err, -EINVAL, "%s: tensor '%s' maps to \"%s\", not a file name in "
-                              "the model directory", ipath, tname, f);
+            return r;
         }
         for (int i = 0; i < n && !seen; i++)
             seen = strcmp(names[i], f) == 0;
