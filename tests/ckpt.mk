@@ -32,3 +32,9 @@ tests_test_ckpt_store_SOURCES = tests/test-ckpt-store.c daemon/store.h daemon/st
 tests_test_ckpt_store_LDADD = $(CKPT_TEST_LIBS)
 tests_test_ckpt_crash_SOURCES = tests/test-ckpt-crash.c daemon/store.h daemon/store.c
 tests_test_ckpt_crash_LDADD = $(CKPT_TEST_LIBS)
+
+# Exact resume on the CPU backend (golden tiny-fp32 model; skips without ../shared).
+check_PROGRAMS += tests/test-ckpt-resume
+TESTS += tests/test-ckpt-resume
+tests_test_ckpt_resume_SOURCES = tests/test-ckpt-resume.c daemon/store.h daemon/store.c
+tests_test_ckpt_resume_LDADD = $(HYMBA_TEST_LIBS)
