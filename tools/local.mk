@@ -5,3 +5,8 @@ bin_PROGRAMS += tools/hymba-mkmodel
 tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c tools/mkmodel.h
 tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
+
+# hymba-ckbench: checkpoint size / save / restore versus re-prefill (ckpt).
+bin_PROGRAMS += tools/hymba-ckbench
+tools_hymba_ckbench_SOURCES = tools/hymba-ckbench.c daemon/store.h daemon/store.c
+tools_hymba_ckbench_LDADD = $(HYMBA_ENGINE_LIBS)
