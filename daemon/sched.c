@@ -26,9 +26,9 @@ struct hyd_gen {
     size_t pos;                      /* ids[0..pos) are in the sequence */
     uint32_t prompt_tokens;          /* tokens prefilled this turn */
     hy_detok *detok;
-    char *answer;                    /* [len] text decoded so far (NUL-terminated) */
-    size_t len, cap;
-    size_t emitted;                  /* answer[0..emitted) was sent as chunks */
+    hy_chat_stop stop;               /* holds back what may start a stop marker */
+    char *answer;                    /* [len] text sent as chunks so far (NUL-terminated) */
+    size_t len;
     uint32_t n_gen;                  /* tokens sampled and kept */
     Hymba__V1__StopReason stop_after_step; /* set: the request ends after this step's decode */
     int64_t t_start, prefill_usec, decode_usec;
@@ -46,9 +46,6 @@ struct hyd_sched {
     hyd_sched_opts opts;
     int64_t max_ctx;                 /* tokens a conversation may hold */
     int vocab;
-    int32_t eos;
-    int32_t marker_id;               /* the turn marker when it is one token, else -1 */
-    size_t marker_len;
 
     pthread_t thread;
     bool started;
@@ -102,23 +99,32 @@ static hyd_event *event_new(hyd_event_kind kind, hyd_request *req)
     return ev;
 }
 
-/* Sends answer[emitted..end) as one chunk. */
-static void emit_text(hyd_sched *s, hyd_request *req, size_t end)
+/* Stream text (n bytes) to the client and add it to the answer. */
+static void emit_text(hyd_sched *s, hyd_request *req, const char *text, size_t n)
 {
     hyd_gen *g = req->gen;
     hyd_event *ev;
+    char *a;
 
-    if (end <= g->emitted)
+    if (n == 0)
         return;
+    a = realloc(g->answer, g->len + n + 1);
     ev = event_new(HYD_EV_CHUNK, req);
     if (ev)
-        ev->text = strndup(g->answer + g->emitted, end - g->emitted);
-    if (!ev || !ev->text) {
+        ev->text = strndup(text, n);
+    if (!a || !ev || !ev->text) {
+        if (ev)
+            free(ev->text);
         free(ev);
+        if (a)
+            g->answer = a;
         log_error("request %llu: out of memory streaming text", (unsigned long long)req->id);
         return;
     }
-    g->emitted = end;
+    g->answer = a;
+    memcpy(g->answer + g->len, text, n);
+    g->len += n;
+    g->answer[g->len] = 0;
     post(s, ev);
 }
 
@@ -174,7 +180,7 @@ static void finish_turn(hyd_sched *s, hyd_request *req, Hymba__V1__StopReason st
     if (g && g->phase == PH_DECODE) {
         /* Cancelled or not, the user's message and what the client saw of the
          * answer are the conversation now (the state holds them). */
-        char *answer = strndup(g->answer ? g->answer : "", g->emitted);
+        char *answer = strdup(g->answer ? g->answer : "");
         int r = answer ? hyd_session_append_turn(ss, req->text, answer, hy_seq_len(ss->seq)) : -ENOMEM;
         if (r < 0)
             log_error_errno(r, "session %s: failed to record the turn", ss->id);
@@ -201,24 +207,6 @@ static void finish_turn(hyd_sched *s, hyd_request *req, Hymba__V1__StopReason st
 
 /* ---- one request's steps ------------------------------------------------- */
 
-static int answer_append(hyd_gen *g, const char *text, size_t n)
-{
-    if (g->len + n + 1 > g->cap) {
-        size_t cap = g->cap ? g->cap : 256;
-        while (cap < g->len + n + 1)
-            cap *= 2;
-        char *a = realloc(g->answer, cap);
-        if (!a)
-            return -ENOMEM;
-        g->answer = a;
-        g->cap = cap;
-    }
-    memcpy(g->answer + g->len, text, n);
-    g->len += n;
-    g->answer[g->len] = 0;
-    return 0;
-}
-
 /* Render the whole conversation plus the new user message, keep the part of
  * the sequence that is a token prefix of it, and queue the rest for prefill. */
 static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
@@ -226,8 +214,7 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     hyd_session *ss = req->session;
     hyd_gen *g = req->gen;
     hy_chat_msg *msgs;
-    size_t n = 0, text_len;
-    char *text = NULL;
+    size_t n = 0;
     int r;
 
     g->t_start = mono_usec();
@@ -246,12 +233,8 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     for (size_t i = 0; i < ss->n_msgs; i++)
         msgs[n++] = (hy_chat_msg){ ss->msgs[i].role, ss->msgs[i].text };
     msgs[n++] = (hy_chat_msg){ HY_ROLE_USER, req->text };
-    r = hy_chat_render(msgs, n, true, &text, &text_len, err);
+    r = hy_chat_encode(s->tok, msgs, n, NULL, true, &g->ids, &g->n_ids, err);
     free(msgs);
-    if (r < 0)
-        return r;
-    r = hy_tok_encode(s->tok, text, text_len, hy_tok_add_bos(s->tok), &g->ids, &g->n_ids, err);
-    free(text);
     if (r < 0)
         return r;
     if ((int64_t)g->n_ids + 1 > s->max_ctx)
@@ -270,6 +253,7 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     }
     g->pos = (size_t)have;
     g->detok = hy_detok_new(s->tok, false);
+    hy_chat_stop_init(&g->stop);
     if (!g->detok)
         return hy_err_set(err, -ENOMEM, "out of memory creating a detokenizer");
     g->phase = g->pos < g->n_ids ? PH_PREFILL : PH_DECODE;
@@ -296,27 +280,29 @@ static int gen_prefill_chunk(hyd_sched *s, hyd_request *req, hy_err *err)
     return 0;
 }
 
-/* Longest suffix of text[0..len) that is a proper prefix of the marker. */
-static size_t marker_tail(const char *text, size_t len, size_t from)
-{
-    size_t m = strlen(HY_CHAT_TURN_MARKER);
-    for (size_t k = m - 1; k > 0; k--)
-        if (len >= k && len - k >= from && !memcmp(text + len - k, HY_CHAT_TURN_MARKER, k))
-            return k;
-    return 0;
-}
-
-/* Emit what a flush of the detokenizer adds and everything held back. */
+/* End of the answer without a marker: emit what the detokenizer and the
+ * stop scanner still hold. */
 static void gen_flush(hyd_sched *s, hyd_request *req)
 {
     hyd_gen *g = req->gen;
-    char *out = NULL;
-    size_t out_len = 0;
+    char *held = NULL, *out = NULL;
+    size_t held_len = 0, out_len = 0;
 
-    if (hy_detok_flush(g->detok, &out, &out_len) >= 0 && out_len)
-        answer_append(g, out, out_len);
+    if (hy_detok_flush(g->detok, &held, &held_len) >= 0 && held_len) {
+        if (req->ignore_eos)
+            emit_text(s, req, held, held_len);
+        else if (hy_chat_stop_feed(&g->stop, held, held_len, &out, &out_len) >= 0)
+            emit_text(s, req, out, out_len);
+    }
+    free(held);
+    if (!g->stop.stopped) {
+        char *rest = NULL;
+        size_t rest_len = 0;
+        if (hy_chat_stop_flush(&g->stop, &rest, &rest_len) >= 0)
+            emit_text(s, req, rest, rest_len);
+        free(rest);
+    }
     free(out);
-    emit_text(s, req, g->len);
 }
 
 /* Sample the request's next token.  Returns 1 when the token goes into this
@@ -327,8 +313,8 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
     hyd_session *ss = req->session;
     const float *logits = hy_seq_logits(ss->seq);
     int64_t n_hist = hy_seq_len(ss->seq);
-    char *out = NULL;
-    size_t out_len = 0, before;
+    char *piece = NULL, *out = NULL;
+    size_t piece_len = 0, out_len = 0;
     int32_t tok;
 
     if (!logits) {
@@ -339,9 +325,9 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
         n_hist = ss->sampling.repeat_last_n;
     tok = hy_sample(&ss->sampling, &ss->rng, logits, s->vocab,
                     hy_seq_tokens(ss->seq) + hy_seq_len(ss->seq) - n_hist, n_hist);
-    if (!req->ignore_eos && (tok == s->eos || tok == s->marker_id)) {
+    if (!req->ignore_eos && hy_chat_stop_id(s->tok, tok)) {
         gen_flush(s, req);
-        finish_turn(s, req, tok == s->eos ? HYMBA__V1__STOP_REASON__STOP_REASON_EOS : HYMBA__V1__STOP_REASON__STOP_REASON_TURN_MARKER, 0);
+        finish_turn(s, req, HYMBA__V1__STOP_REASON__STOP_REASON_EOS, 0);
         return 0;
     }
     if (hy_seq_len(ss->seq) + 1 > s->max_ctx) {
@@ -351,26 +337,17 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
     }
     g->n_gen++;
     s->tokens_generated++;
-    before = g->len;
-    if (hy_detok_push(g->detok, tok, &out, &out_len) >= 0 && out_len)
-        answer_append(g, out, out_len);
-    free(out);
-    if (!req->ignore_eos && g->len > before) {
-        /* The marker may arrive as several pieces: look in the new text (and
-         * the few bytes before it), hold back a possible start of it. */
-        size_t from = before >= s->marker_len ? before - s->marker_len : 0;
-        char *hit = memmem(g->answer + from, g->len - from, HY_CHAT_TURN_MARKER, s->marker_len);
-        if (hit) {
-            g->len = (size_t)(hit - g->answer);
-            g->answer[g->len] = 0;
-            emit_text(s, req, g->len);
-            *tok_out = tok;
-            g->stop_after_step = HYMBA__V1__STOP_REASON__STOP_REASON_TURN_MARKER; /* not history, but in the state */
-            return 1;
-        }
+    if (hy_detok_push(g->detok, tok, &piece, &piece_len) >= 0 && piece_len) {
+        if (req->ignore_eos)
+            emit_text(s, req, piece, piece_len);
+        else if (hy_chat_stop_feed(&g->stop, piece, piece_len, &out, &out_len) >= 0)
+            emit_text(s, req, out, out_len);
     }
-    emit_text(s, req, g->len - (req->ignore_eos ? 0 : marker_tail(g->answer, g->len, g->emitted)));
-    if (g->n_gen >= req->max_new_tokens)
+    free(piece);
+    free(out);
+    if (g->stop.stopped)
+        g->stop_after_step = HYMBA__V1__STOP_REASON__STOP_REASON_TURN_MARKER; /* not history, but in the state */
+    else if (g->n_gen >= req->max_new_tokens)
         g->stop_after_step = HYMBA__V1__STOP_REASON__STOP_REASON_MAX_TOKENS;
     *tok_out = tok;
     return 1;
@@ -554,9 +531,6 @@ static void *sched_main(void *arg)
 int hyd_sched_new(hy_model *m, const hy_tok *tok, const hyd_sched_opts *opts, hyd_sched **out)
 {
     hyd_sched *s = calloc(1, sizeof(*s));
-    hy_err err = { 0 };
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
     int r;
 
     if (!s)
@@ -566,12 +540,6 @@ int hyd_sched_new(hy_model *m, const hy_tok *tok, const hyd_sched_opts *opts, hy
     s->opts = *opts;
     s->max_ctx = hy_model_max_ctx(m);
     s->vocab = hy_model_arch(m)->vocab;
-    s->eos = hy_tok_eos(tok);
-    s->marker_len = strlen(HY_CHAT_TURN_MARKER);
-    s->marker_id = -1;
-    if (hy_tok_encode(tok, HY_CHAT_TURN_MARKER, s->marker_len, false, &ids, &n_ids, &err) >= 0 && n_ids == 1)
-        s->marker_id = ids[0];
-    free(ids);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->jobs_tail = &s->jobs;
