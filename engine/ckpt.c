@@ -698,12 +698,12 @@ static int dec_header(dec *d, const hy_arch *a, const uint8_t *fp, hy_ckpt_hdr *
         (h->reserved[0] | h->reserved[1] | h->reserved[2] | h->reserved[3]) != 0)
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "header size %" PRIu32 " / flags 0x%" PRIx32
                       " or reserved fields (expected %u / 0 / 0)", h->hdr_size, h->flags, HY_CKPT_HDR_SIZE);
-    if (h->file_size > d->len)
+    if (h->file_size > d->flen)
         return refuse(d, HY_CKPT_TRUNCATED, -EBADMSG, "the header says %" PRIu64
-                      " bytes, the file has %" PRIu64, h->file_size, d->len);
-    if (h->file_size < d->len)
+                      " bytes, the file has %" PRIu64, h->file_size, d->flen);
+    if (h->file_size < d->flen)
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "%" PRIu64 " bytes after the declared end (%" PRIu64 ")",
-                      d->len - h->file_size, h->file_size);
+                      d->flen - h->file_size, h->file_size);
     if (fp && memcmp(h->fingerprint, fp, HY_FINGERPRINT_LEN) != 0)
         return refuse(d, HY_CKPT_WRONG_MODEL, -ESTALE, "model fingerprint %02x%02x%02x%02x... differs from the"
                       " loaded model's %02x%02x%02x%02x... (vocab %" PRIu32 "/%d, layers %" PRIu32 "/%d, hidden"
@@ -1055,26 +1055,46 @@ int hy_ckpt_decode(const void *buf, size_t len, const hy_arch *a, const uint8_t 
     return 0;
 }
 
-int hy_ckpt_peek(const void *buf, size_t len, hy_ckpt_info *info, hy_ckpt_reason *why, hy_err *err)
+int hy_ckpt_peek(const void *buf, size_t len, uint64_t file_len, hy_ckpt_info *info, hy_ckpt_reason *why,
+                 hy_err *err)
 {
-    dec d = { .buf = buf, .len = len, .flen = len, .err = err };
+    dec d = { .buf = buf, .len = len, .flen = file_len, .err = err };
     hy_ckpt_hdr h;
     uint32_t keep;
     int rc;
 
-    /* A peek reads a prefix of the file: judge truncation by file_size only. */
-    if ((rc = dec_header(&d, NULL, NULL, &h)) == 0 || (d.why == HY_CKPT_TRUNCATED && len >= HY_CKPT_HDR_SIZE)) {
-        d.flen = h.file_size;
-        d.off = HY_CKPT_HDR_SIZE;
+    if (len > file_len)
+        d.len = file_len;
+    if ((rc = dec_header(&d, NULL, NULL, &h)) == 0)
         rc = dec_session(&d, info, &keep);
-        if (rc == 0) {
-            info->file_size = h.file_size;
-            memcpy(info->fingerprint, h.fingerprint, HY_FINGERPRINT_LEN);
-        }
+    if (rc == 0) {
+        info->file_size = h.file_size;
+        memcpy(info->fingerprint, h.fingerprint, HY_FINGERPRINT_LEN);
     }
     if (why)
         *why = rc == 0 ? HY_CKPT_OK : d.why;
     return rc;
+}
+
+/* Everything but the model state: header, SESSION, SAMPLING, MESSAGES. */
+static int dec_meta(dec *d, const hy_arch *a, const uint8_t *fp, hy_ckpt *c)
+{
+    hy_ckpt_hdr h;
+    hy_ckpt_info in;
+    int rc;
+
+    if ((rc = dec_header(d, a, fp, &h)) < 0 || (rc = dec_session(d, &in, &c->snap_keep)) < 0)
+        return rc;
+    memcpy(c->fingerprint, h.fingerprint, HY_FINGERPRINT_LEN);
+    memcpy(c->id, in.id, sizeof(c->id));
+    c->owner_uid = in.owner_uid;
+    c->created_ns = in.created_ns;
+    c->updated_ns = in.updated_ns;
+    c->n_msgs = in.n_msgs;
+    c->n_tokens = in.n_tokens;
+    if ((rc = dec_sampling(d, c)) < 0 || (rc = dec_messages(d, c)) < 0)
+        return rc;
+    return 0;
 }
 
 /* Read up to max bytes (0: all) of path into a malloc'ed buffer. */
@@ -1155,13 +1175,94 @@ int hy_ckpt_peek_file(const char *path, hy_ckpt_info *info, hy_ckpt_reason *why,
             *why = HY_CKPT_IO;
         return rc;
     }
-    rc = hy_ckpt_peek(buf, len, info, why, err);
+    rc = hy_ckpt_peek(buf, len, flen, info, why, err);
     free(buf);
-    if (rc == 0 && info->file_size != flen) {
-        if (why)
-            *why = HY_CKPT_TRUNCATED;
-        rc = hy_err_set(err, -EBADMSG, "%s: truncated: the header says %" PRIu64 " bytes, the file has %" PRIu64,
-                        path, info->file_size, flen);
-    }
     return rc;
+}
+
+/* pread exactly n bytes at off. */
+static int pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int hy_ckpt_load_meta_file(const char *path, const hy_arch *a, const uint8_t *fp, hy_ckpt *out,
+                           hy_ckpt_reason *why, hy_err *err)
+{
+    enum { META_SECTIONS = 3 };      /* SESSION, SAMPLING, MESSAGES */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    uint8_t *buf = NULL;
+    uint64_t have = 0;
+    hy_ckpt c;
+    int rc = 0;
+
+    memset(&c, 0, sizeof(c));
+    if (why)
+        *why = HY_CKPT_IO;
+    if (fd < 0)
+        return hy_err_set(err, -errno, "%s: %s", path, strerror(errno));
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return hy_err_set(err, -EINVAL, "%s: not a regular file", path);
+    }
+    /* Read the header and the three sections' frames one after another; every
+     * length is bounded by the file size before it is trusted for a read. */
+    uint64_t want = (uint64_t)sb.st_size < HY_CKPT_HDR_SIZE ? (uint64_t)sb.st_size : HY_CKPT_HDR_SIZE;
+    for (int i = 0; i <= META_SECTIONS && rc == 0; i++) {
+        uint8_t *nb = realloc(buf, want ? want : 1);
+        if (!nb) {
+            rc = hy_err_set(err, -ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        buf = nb;
+        if ((rc = pread_full(fd, buf + have, want - have, have)) < 0) {
+            hy_err_set(err, rc, "%s: read failed", path);
+            break;
+        }
+        have = want;
+        if (i == META_SECTIONS)
+            break;
+        uint64_t next = have + HY_CKPT_SEC_HDR_SIZE;
+        if (next > (uint64_t)sb.st_size)
+            break;                   /* the decoder reports it */
+        nb = realloc(buf, next);
+        if (!nb || pread_full(fd, nb + have, HY_CKPT_SEC_HDR_SIZE, have) < 0) {
+            buf = nb ? nb : buf;
+            rc = hy_err_set(err, -EIO, "%s: read failed", path);
+            break;
+        }
+        buf = nb;
+        uint64_t plen = get_u64(buf + have + 8), room = (uint64_t)sb.st_size - next;
+        want = next + (plen + HY_CKPT_SEC_CRC_SIZE <= room ? plen + HY_CKPT_SEC_CRC_SIZE : room);
+        have = next;
+    }
+    close(fd);
+    if (rc == 0) {
+        dec d = { .buf = buf, .len = have, .flen = (uint64_t)sb.st_size, .err = err };
+        rc = dec_meta(&d, a, fp, &c);
+        if (why)
+            *why = rc == 0 ? HY_CKPT_OK : d.why;
+        if (rc < 0 && err) {
+            char msg[HY_ERR_MSG_MAX];
+            memcpy(msg, err->msg, sizeof(msg));
+            hy_err_set(err, rc, "%s: %.400s", path, msg);
+        }
+    }
+    free(buf);
+    if (rc < 0) {
+        hy_ckpt_clear(&c);
+        return rc;
+    }
+    *out = c;
+    return 0;
 }

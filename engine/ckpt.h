@@ -176,8 +176,15 @@ typedef struct hy_ckpt_info {
     uint64_t file_size;
     uint8_t fingerprint[HY_FINGERPRINT_LEN];
 } hy_ckpt_info;
-int hy_ckpt_peek(const void *buf, size_t len, hy_ckpt_info *info, hy_ckpt_reason *why, hy_err *err);
+/* buf: the first len bytes of a file of file_len bytes. */
+int hy_ckpt_peek(const void *buf, size_t len, uint64_t file_len, hy_ckpt_info *info, hy_ckpt_reason *why,
+                 hy_err *err);
 int hy_ckpt_peek_file(const char *path, hy_ckpt_info *info, hy_ckpt_reason *why, hy_err *err);
+
+/* Header, SESSION, SAMPLING and MESSAGES of a file, validated (model included),
+ * without reading the state: what a daemon needs to list sessions at start. */
+int hy_ckpt_load_meta_file(const char *path, const hy_arch *a, const uint8_t *fp, hy_ckpt *out,
+                           hy_ckpt_reason *why, hy_err *err);
 
 /* Check one state image against the model (sizes, header, n_pos == n_meta + n_tokens). */
 int hy_ckpt_image_check(const hy_arch *a, const void *img, size_t len, int64_t n_tokens,

@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(again);
         hy_ckpt_clear(&c);
     }
-    (void)hy_ckpt_peek(data, size, &info, &why, &err);
+    (void)hy_ckpt_peek(data, size, size, &info, &why, &err);
     return 0;
 }
 

@@ -49,7 +49,7 @@ static void roundtrip(int64_t n_tokens, uint32_t n_msgs, uint32_t n_snaps, hy_dt
         hy_ckpt_clear(&d);
     }
     hy_ckpt_info info;
-    rc = hy_ckpt_peek(buf, len < 300 ? len : 300, &info, &why, &err);
+    rc = hy_ckpt_peek(buf, len < 300 ? len : 300, len, &info, &why, &err);
     CHECK(rc == 0 && strcmp(info.id, c.id) == 0 && info.n_tokens == n_tokens && info.n_msgs == n_msgs &&
           info.file_size == len, "peek: %s", err.msg);
     free(buf);

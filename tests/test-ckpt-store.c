@@ -87,6 +87,14 @@ int main(void)
     hy_ckpt_clear(&d);
     CHECK(hy_store_load(st, 1001, c.id, &A, FP, &d, &why, NULL, 0, &err) == -ENOENT, "other uid: not found");
     CHECK(hy_store_load(st, 1000, "../1001/x", &A, FP, &d, &why, NULL, 0, &err) == -EINVAL, "path in id refused");
+    /* Metadata only (what the daemon reads at start): no state, messages intact. */
+    CHECK(hy_ckpt_load_meta_file(path, &A, FP, &d, &why, &err) == 0 && d.n_msgs == c.n_msgs && !d.image &&
+          strcmp(d.msgs[5].text, c.msgs[5].text) == 0 && d.rng.s[3] == c.rng.s[3], "meta: %s", err.msg);
+    hy_ckpt_clear(&d);
+    uint8_t other_fp[HY_FINGERPRINT_LEN];
+    synth_fingerprint(other_fp, 2);
+    CHECK(hy_ckpt_load_meta_file(path, &A, other_fp, &d, &why, &err) < 0 && why == HY_CKPT_WRONG_MODEL,
+          "meta, other model: %s", err.msg);
     /* Save again (replace) and list. */
     c.updated_ns += 5;
     CHECK(hy_store_save(st, 1000, &c, &A, &err) == 0, "save 2: %s", err.msg);
