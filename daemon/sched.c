@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include "daemon/log.h"
 #include "engine/chat.h"
+#include "daemon/persist.h"
 
 typedef enum gen_phase {
     PH_NEW,                          /* not yet rendered and tokenized */
@@ -218,12 +219,10 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     int r;
 
     g->t_start = mono_usec();
-    if (!ss->seq) {
-        /* Issue 5: a checkpointed session is restored here instead. */
-        r = hy_seq_new(s->model, &ss->seq, err);
-        if (r < 0)
-            return r;
-    }
+    /* A new sequence, or the session's checkpoint / turn snapshot restored. */
+    r = hyd_persist_prepare(s->model, ss, err);
+    if (r < 0)
+        return r;
     /* Only this thread writes the history, so reading it unlocked is safe. */
     msgs = calloc(ss->n_msgs + 2, sizeof(*msgs));
     if (!msgs)
@@ -257,6 +256,8 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     if (!g->detok)
         return hy_err_set(err, -ENOMEM, "out of memory creating a detokenizer");
     g->phase = g->pos < g->n_ids ? PH_PREFILL : PH_DECODE;
+    if (g->phase == PH_DECODE)
+        hyd_persist_turn_start(s->model, ss);
     return 0;
 }
 
@@ -275,8 +276,10 @@ static int gen_prefill_chunk(hyd_sched *s, hyd_request *req, hy_err *err)
         return r;
     g->pos += n;
     g->prompt_tokens += (uint32_t)n;
-    if (g->pos == g->n_ids)
+    if (g->pos == g->n_ids) {
         g->phase = PH_DECODE;
+        hyd_persist_turn_start(s->model, req->session);
+    }
     return 0;
 }
 

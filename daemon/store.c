@@ -265,8 +265,12 @@ static int quarantine(const char *path, char *aside, size_t aside_len)
     return -EEXIST;
 }
 
-int hy_store_load(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, const uint8_t *fp,
-                  hy_ckpt *out, hy_ckpt_reason *why, char *aside, size_t aside_len, hy_err *err)
+typedef int (*load_fn)(const char *path, const hy_arch *a, const uint8_t *fp, hy_ckpt *out,
+                       hy_ckpt_reason *why, hy_err *err);
+
+static int load_with(load_fn fn, hy_store *st, uint32_t uid, const char *id, const hy_arch *a,
+                     const uint8_t *fp, hy_ckpt *out, hy_ckpt_reason *why, char *aside, size_t aside_len,
+                     hy_err *err)
 {
     char path[FILE_LEN], moved[ASIDE_LEN] = "";
     hy_ckpt_reason r = HY_CKPT_IO;
@@ -281,7 +285,7 @@ int hy_store_load(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, 
         return rc;
     if (stat(path, &sb) < 0)
         return hy_err_set(err, -errno, "session %s: %s", id, strerror(errno));
-    rc = hy_ckpt_load_file(path, a, fp, out, &r, err);
+    rc = fn(path, a, fp, out, &r, err);
     if (why)
         *why = r;
     if (rc < 0 && r != HY_CKPT_IO) {
@@ -302,6 +306,63 @@ int hy_store_load(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, 
         snprintf(out->id, sizeof(out->id), "%s", id);
     }
     return rc;
+}
+
+int hy_store_load(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, const uint8_t *fp,
+                  hy_ckpt *out, hy_ckpt_reason *why, char *aside, size_t aside_len, hy_err *err)
+{
+    return load_with(hy_ckpt_load_file, st, uid, id, a, fp, out, why, aside, aside_len, err);
+}
+
+int hy_store_load_meta(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, const uint8_t *fp,
+                       hy_ckpt *out, hy_ckpt_reason *why, char *aside, size_t aside_len, hy_err *err)
+{
+    return load_with(hy_ckpt_load_meta_file, st, uid, id, a, fp, out, why, aside, aside_len, err);
+}
+
+int hy_store_path(const hy_store *st, uint32_t uid, const char *id, char *buf, size_t len, hy_err *err)
+{
+    return path_of(st, uid, id, buf, len, err);
+}
+
+bool hy_store_per_uid(const hy_store *st)
+{
+    return st->per_uid;
+}
+
+int hy_store_uids(hy_store *st, uint32_t **out, size_t *n, hy_err *err)
+{
+    uint32_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+    struct dirent *e;
+    DIR *d;
+
+    *out = NULL;
+    *n = 0;
+    if (!st->per_uid)
+        return 0;
+    if (!(d = opendir(st->root)))
+        return hy_err_set(err, -errno, "%s: %s", st->root, strerror(errno));
+    while ((e = readdir(d))) {
+        char *end;
+        unsigned long u = strtoul(e->d_name, &end, 10);
+        if (!e->d_name[0] || *end || e->d_name[0] < '0' || e->d_name[0] > '9' || u > UINT32_MAX)
+            continue;
+        if (cnt == cap) {
+            uint32_t *nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return hy_err_set(err, -ENOMEM, "out of memory");
+            }
+            v = nv;
+        }
+        v[cnt++] = (uint32_t)u;
+    }
+    closedir(d);
+    *out = v;
+    *n = cnt;
+    return 0;
 }
 
 bool hy_store_exists(hy_store *st, uint32_t uid, const char *id)

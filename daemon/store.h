@@ -51,7 +51,15 @@ int hy_store_save(hy_store *st, uint32_t uid, const hy_ckpt *c, const hy_arch *a
  * (why != HY_CKPT_IO) moves the file aside; *aside (if given) gets its new name. */
 int hy_store_load(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, const uint8_t *fp,
                   hy_ckpt *out, hy_ckpt_reason *why, char *aside, size_t aside_len, hy_err *err);
+/* The same for the metadata only (hy_ckpt_load_meta_file): listing at start. */
+int hy_store_load_meta(hy_store *st, uint32_t uid, const char *id, const hy_arch *a, const uint8_t *fp,
+                       hy_ckpt *out, hy_ckpt_reason *why, char *aside, size_t aside_len, hy_err *err);
 bool hy_store_exists(hy_store *st, uint32_t uid, const char *id);
+/* The checkpoint's path (whether or not it exists). */
+int hy_store_path(const hy_store *st, uint32_t uid, const char *id, char *buf, size_t len, hy_err *err);
+/* The UIDs that have a directory (per-UID stores), for a scan at start. */
+int hy_store_uids(hy_store *st, uint32_t **out, size_t *n, hy_err *err);
+bool hy_store_per_uid(const hy_store *st);
 /* Delete a session the user deleted. */
 int hy_store_remove(hy_store *st, uint32_t uid, const char *id, hy_err *err);
 

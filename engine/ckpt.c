@@ -81,6 +81,7 @@ void hy_ckpt_snap_clear(hy_ckpt_snap *s)
         return;
     free(s->logits);
     free(s->image);
+    free(s->tokens);
     memset(s, 0, sizeof(*s));
 }
 
@@ -283,7 +284,8 @@ static int plan_make(const hy_ckpt *c, const hy_arch *a, enc_plan *p, hy_err *er
         const hy_ckpt_snap *s = &c->snaps[i];
         char what[64];
         snprintf(what, sizeof(what), "snapshot %" PRIu32, i);
-        if (s->n_tokens > c->n_tokens || s->n_msgs > c->n_msgs || !s->logits) {
+        if (s->n_tokens > c->n_tokens || s->n_msgs > c->n_msgs || !s->logits ||
+            (s->tokens && s->n_tokens && memcmp(s->tokens, c->tokens, (size_t)s->n_tokens * 4) != 0)) {
             plan_free(p);
             return hy_err_set(err, -EINVAL, "checkpoint: %s (turn %" PRIu32 ") is not a prefix of the session",
                               what, s->turn);
@@ -943,6 +945,9 @@ static int dec_snapshot(dec *d, const hy_arch *a, hy_ckpt *c, const img_view *cu
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "%s (turn %" PRIu32 ") is not newer than the one before",
                       what, s->turn);
     p += SNAP_FIXED;
+    if (!(s->tokens = malloc(s->n_tokens ? (size_t)s->n_tokens * 4 : 4)))
+        return refuse(d, HY_CKPT_MALFORMED, -ENOMEM, "out of memory for %s", what);
+    memcpy(s->tokens, c->tokens, (size_t)s->n_tokens * 4);
     if (!(s->logits = malloc((size_t)a->vocab * 4)))
         return refuse(d, HY_CKPT_MALFORMED, -ENOMEM, "out of memory for %s", what);
     memcpy(s->logits, p, (size_t)a->vocab * 4);

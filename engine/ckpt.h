@@ -117,6 +117,8 @@ typedef struct hy_ckpt_snap {
     uint32_t turn;           /* assistant turn number, 0 = the first answer */
     uint32_t n_msgs;         /* messages before that answer */
     int64_t n_tokens;        /* tokens consumed then: a prefix of the session's tokens */
+    int32_t *tokens;         /* [n_tokens] those tokens, owned (not stored in the file: they
+                              * are the session's first n_tokens); NULL: unknown */
     float *logits;           /* [vocab], owned */
     uint8_t *image;          /* [image_len] full state image, owned */
     size_t image_len;
@@ -197,11 +199,16 @@ int hy_ckpt_restore(hy_model *m, hy_seq *s, const hy_ckpt *c, hy_err *err);
 /* A snapshot of seq now (start of assistant turn `turn`, n_msgs messages so far). */
 int hy_ckpt_snap_take(hy_model *m, const hy_seq *s, uint32_t turn, uint32_t n_msgs,
                       hy_ckpt_snap *out, hy_err *err);
-/* seq := the snapshot's state; tokens = the first snap->n_tokens of `tokens`. */
+/* seq := the snapshot's state; its tokens are snap->tokens, or the first
+ * snap->n_tokens of `tokens` when given. */
 int hy_ckpt_snap_restore(hy_model *m, hy_seq *s, const hy_ckpt_snap *snap,
                          const int32_t *tokens, hy_err *err);
 void hy_ckpt_snap_clear(hy_ckpt_snap *s);
-/* Append snap to c (taking ownership), dropping the oldest beyond c->snap_keep. */
+/* Append snap to c (taking ownership), dropping the oldest beyond c->snap_keep
+ * and those of another branch (a later turn, or tokens that are not a prefix). */
 int hy_ckpt_snap_push(hy_ckpt *c, hy_ckpt_snap *snap, hy_err *err);
+/* Drop snapshots that are not a prefix of tokens[0..n) (after the session's
+ * state was rebuilt differently) or that are newer than max_turn. */
+void hy_ckpt_snaps_prune(hy_ckpt *c, const int32_t *tokens, int64_t n, uint32_t max_turn);
 
 #endif

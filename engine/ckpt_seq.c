@@ -63,7 +63,8 @@ int hy_ckpt_snap_take(hy_model *m, const hy_seq *s, uint32_t turn, uint32_t n_ms
     sn.image_len = hy_seq_state_size(m, s);
     sn.image = malloc(sn.image_len);
     sn.logits = malloc((size_t)a->vocab * 4);
-    if (!sn.image || !sn.logits) {
+    sn.tokens = malloc((size_t)sn.n_tokens * 4);
+    if (!sn.image || !sn.logits || !sn.tokens) {
         hy_ckpt_snap_clear(&sn);
         return hy_err_set(err, -ENOMEM, "snapshot: out of memory for a %zu-byte state", sn.image_len);
     }
@@ -72,6 +73,7 @@ int hy_ckpt_snap_take(hy_model *m, const hy_seq *s, uint32_t turn, uint32_t n_ms
         return rc;
     }
     memcpy(sn.logits, lg, (size_t)a->vocab * 4);
+    memcpy(sn.tokens, hy_seq_tokens(s), (size_t)sn.n_tokens * 4);
     *out = sn;
     return 0;
 }
@@ -82,6 +84,10 @@ int hy_ckpt_snap_restore(hy_model *m, hy_seq *s, const hy_ckpt_snap *snap, const
     int rc = hy_ckpt_image_check(hy_model_arch(m), snap->image, snap->image_len, snap->n_tokens, err);
     if (rc < 0)
         return rc;
+    if (!tokens)
+        tokens = snap->tokens;
+    if (!tokens && snap->n_tokens > 0)
+        return hy_err_set(err, -EINVAL, "snapshot of turn %" PRIu32 ": its tokens are unknown", snap->turn);
     return hy_seq_import(m, s, snap->image, snap->image_len, tokens, snap->n_tokens, snap->logits, err);
 }
 
@@ -93,9 +99,13 @@ int hy_ckpt_snap_push(hy_ckpt *c, hy_ckpt_snap *snap, hy_err *err)
         hy_ckpt_snap_clear(snap);
         return 0;
     }
-    /* Snapshots of later turns than this one belong to a rewound branch. */
-    while (c->n_snaps > 0 && c->snaps[c->n_snaps - 1].turn >= snap->turn)
-        hy_ckpt_snap_clear(&c->snaps[--c->n_snaps]);
+    /* Snapshots of this or later turns belong to a rewound branch, and any
+     * whose tokens are not a prefix of this one's to a rebuilt state. */
+    hy_ckpt_snaps_prune(c, snap->tokens, snap->tokens ? snap->n_tokens : INT64_MAX,
+                        snap->turn ? snap->turn - 1 : 0);
+    if (snap->turn == 0)
+        while (c->n_snaps > 0)
+            hy_ckpt_snap_clear(&c->snaps[--c->n_snaps]);
     if (c->n_snaps == keep) {
         hy_ckpt_snap_clear(&c->snaps[0]);
         memmove(c->snaps, c->snaps + 1, (size_t)(keep - 1) * sizeof(*c->snaps));
@@ -108,4 +118,21 @@ int hy_ckpt_snap_push(hy_ckpt *c, hy_ckpt_snap *snap, hy_err *err)
     c->snaps[c->n_snaps++] = *snap;
     memset(snap, 0, sizeof(*snap));
     return 0;
+}
+
+void hy_ckpt_snaps_prune(hy_ckpt *c, const int32_t *tokens, int64_t n, uint32_t max_turn)
+{
+    uint32_t kept = 0;
+
+    for (uint32_t i = 0; i < c->n_snaps; i++) {
+        hy_ckpt_snap *sn = &c->snaps[i];
+        bool ok = sn->turn <= max_turn && sn->n_tokens <= n;
+        if (ok && tokens && sn->tokens && sn->n_tokens > 0)
+            ok = memcmp(sn->tokens, tokens, (size_t)sn->n_tokens * 4) == 0;
+        if (ok)
+            c->snaps[kept++] = *sn;
+        else
+            hy_ckpt_snap_clear(sn);
+    }
+    c->n_snaps = kept;
 }
