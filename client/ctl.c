@@ -220,7 +220,7 @@ static void send_cancel(ctl *c, uint64_t id)
 }
 
 int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_tokens,
-             bool quiet, ctl_answer *ans)
+             bool ignore_eos, bool quiet, ctl_answer *ans)
 {
     Hymba__V1__SendRequest req = HYMBA__V1__SEND_REQUEST__INIT;
     sd_bus_slot *sig_slot = NULL, *owner_slot = NULL;
@@ -246,6 +246,7 @@ int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_
     req.session_id = (char *)session_id;
     req.text = (char *)text;
     req.max_new_tokens = max_new_tokens;
+    req.ignore_eos = ignore_eos;
     r = sd_bus_message_new_method_call(c->bus, &m, CTL_BUS_NAME, CTL_OBJECT_PATH, CTL_IFACE_SESSION, "Send");
     if (r >= 0)
         r = append_msg(m, &req.base);

@@ -53,7 +53,7 @@ typedef struct ctl_answer {
  * to stdout as they come unless quiet.  Ctrl-C cancels the answer.  Returns
  * an exit code; *ans is filled either way (free with ctl_answer_done). */
 int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_tokens,
-             bool quiet, ctl_answer *ans);
+             bool ignore_eos, bool quiet, ctl_answer *ans);
 void ctl_answer_done(ctl_answer *ans);
 
 /* Returns 1 if a SIGINT arrived (and clears it), 0 otherwise. */

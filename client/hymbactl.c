@@ -243,12 +243,14 @@ static int cmd_ask(ctl *c, int argc, char **argv)
         { "system-prompt", required_argument, NULL, 'S' },
         { "temperature", required_argument, NULL, 'T' },
         { "seed", required_argument, NULL, 'E' },
+        { "ignore-eos", no_argument, NULL, 'I' },
         {}
     };
     new_session_opts nso = { NULL, -1, -1 };
     const char *session = NULL;
     char *prompt = NULL, *created = NULL, *end;
     unsigned long max_tokens = 0;
+    bool ignore_eos = false;
     ctl_answer ans;
     int opt, r;
 
@@ -274,9 +276,12 @@ static int cmd_ask(ctl *c, int argc, char **argv)
                    "     --system-prompt TXT a new session's system prompt\n"
                    "     --temperature T     a new session's temperature (0: greedy)\n"
                    "     --seed N            a new session's sampling seed\n"
+                   "     --ignore-eos        generate all N tokens whatever the model says\n"
+                   "                         (benchmarks, tests)\n"
                    "\n"
                    "Ctrl-C cancels the answer.  Exit 4 when the answer was cancelled or failed.\n");
             return CTL_EXIT_OK;
+        case 'I': ignore_eos = true; break;
         case 'S': case 'T': case 'E': break;
         default: return CTL_EXIT_USAGE;
         }
@@ -296,7 +301,7 @@ static int cmd_ask(ctl *c, int argc, char **argv)
         session = created;
         fprintf(stderr, "session %s\n", session);
     }
-    r = ctl_send(c, session, prompt, (uint32_t)max_tokens, c->json, &ans);
+    r = ctl_send(c, session, prompt, (uint32_t)max_tokens, ignore_eos, c->json, &ans);
     if (c->json)
         json_print(finished_json(&ans));
     else {
@@ -331,10 +336,12 @@ static int cmd_chat(ctl *c, int argc, char **argv)
         { "system-prompt", required_argument, NULL, 'S' },
         { "temperature", required_argument, NULL, 'T' },
         { "seed", required_argument, NULL, 'E' },
+        { "ignore-eos", no_argument, NULL, 'I' },
         {}
     };
     new_session_opts nso = { NULL, -1, -1 };
     unsigned long max_tokens = 0;
+    bool ignore_eos = false;
     char *created = NULL, *line = NULL, *end;
     const char *session = NULL;
     size_t cap = 0;
@@ -360,8 +367,10 @@ static int cmd_chat(ctl *c, int argc, char **argv)
                    "  -n --max-tokens N      at most N tokens per answer\n"
                    "     --system-prompt TXT a new session's system prompt\n"
                    "     --temperature T     a new session's temperature (0: greedy)\n"
-                   "     --seed N            a new session's sampling seed\n");
+                   "     --seed N            a new session's sampling seed\n"
+                   "     --ignore-eos        generate all N tokens whatever the model says\n");
             return CTL_EXIT_OK;
+        case 'I': ignore_eos = true; break;
         case 'S': case 'T': case 'E': break;
         default: return CTL_EXIT_USAGE;
         }
@@ -396,12 +405,14 @@ static int cmd_chat(ctl *c, int argc, char **argv)
         line[strcspn(line, "\n")] = 0;
         if (!*line)
             continue;
-        r = ctl_send(c, session, line, (uint32_t)max_tokens, false, &ans);
+        r = ctl_send(c, session, line, (uint32_t)max_tokens, ignore_eos, false, &ans);
         if (ans.len && ans.text[ans.len - 1] != '\n')
             putchar('\n');
         answer_report(&ans);
+        bool interrupted = ans.interrupted;
         ctl_answer_done(&ans);
-        if (r == CTL_EXIT_UNREACHABLE || (r && !ans.interrupted && !tty))
+        /* A failed answer ends a scripted chat; at a terminal the user goes on. */
+        if (r == CTL_EXIT_UNREACHABLE || (r && !interrupted && !tty))
             break;
         r = CTL_EXIT_OK;
     }

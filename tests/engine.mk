@@ -19,6 +19,10 @@ check_PROGRAMS += tests/test-mkmodel
 TESTS += tests/test-mkmodel
 tests_test_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tests_test_mkmodel_LDADD = $(HYMBA_TEST_LIBS)
+check_PROGRAMS += tests/test-run
+TESTS += tests/test-run
+tests_test_run_LDADD = $(HYMBA_TEST_LIBS)
+
 
 # engine-cpu: golden agreement, decode/prefill invariants, state API.
 check_PROGRAMS += tests/test-golden
