@@ -298,12 +298,21 @@ void hyd_persist_removed(hyd_session *s)
 
 /* ---- scheduler thread ---------------------------------------------------------- */
 
+/* s->seq_text := a copy of text (NULL: unknown, the next turn prefills everything). */
+static void seq_text_set(hyd_session *s, const char *text, size_t len)
+{
+    free(s->seq_text);
+    s->seq_text = text ? strndup(text, len) : NULL;
+    s->seq_text_len = s->seq_text_cap = s->seq_text ? len : 0;
+}
+
 /* The state this session's checkpoint holds, into s->seq (no forward pass). */
 static int restore_from(hy_model *m, hyd_session *s, hyd_psession *p, hy_ckpt *ck, hy_err *err)
 {
     int r = hy_ckpt_restore(m, s->seq, ck, err);
     if (r < 0)
         return r;
+    seq_text_set(s, ck->text, ck->text_len);
     /* Keep the snapshots, drop the state copy. */
     hy_ckpt_clear(&p->ck);
     p->ck = *ck;
@@ -311,9 +320,12 @@ static int restore_from(hy_model *m, hyd_session *s, hyd_psession *p, hy_ckpt *c
     free(p->ck.image);
     free(p->ck.tokens);
     free(p->ck.logits);
+    free(p->ck.text);
     p->ck.image = NULL;
     p->ck.tokens = NULL;
     p->ck.logits = NULL;
+    p->ck.text = NULL;
+    p->ck.text_len = 0;
     p->ck.image_len = 0;
     p->ck.n_tokens = 0;
     p->ck.snap_keep = P.snap_keep;
@@ -368,6 +380,7 @@ static int rewind_to(hy_model *m, hyd_session *s, hyd_psession *p, uint32_t turn
     }
     if ((r = hy_ckpt_snap_restore(m, s->seq, sn, NULL, err)) < 0)
         return r;
+    seq_text_set(s, sn->text, sn->text_len);
     hy_ckpt_snaps_prune(&p->ck, sn->tokens, sn->n_tokens, turn);
     pthread_mutex_lock(&s->lock);
     /* The user message of this turn is the request's text again. */
@@ -388,8 +401,11 @@ int hyd_persist_prepare(hy_model *m, hyd_session *s, hy_err *err)
 
     if (!p)
         return hy_err_set(err, -ENOMEM, "out of memory");
-    if (!s->seq && (r = hy_seq_new(m, &s->seq, err)) < 0)
-        return r;
+    if (!s->seq) {
+        if ((r = hy_seq_new(m, &s->seq, err)) < 0)
+            return r;
+        seq_text_set(s, NULL, 0);
+    }
     if (p->state_on_disk && (r = load_lazy(m, s, p, err)) < 0) {
         p->rewind_turn = -1;
         return r;
@@ -430,7 +446,16 @@ void hyd_persist_turn_start(hy_model *m, hyd_session *s)
     if (p->ck.n_snaps && p->ck.snaps[p->ck.n_snaps - 1].turn == turn &&
         p->ck.snaps[p->ck.n_snaps - 1].n_tokens == hy_seq_len(s->seq))
         return;
-    if (hy_ckpt_snap_take(m, s->seq, turn, n_msgs, &sn, &err) < 0 || hy_ckpt_snap_push(&p->ck, &sn, &err) < 0)
+    if (hy_ckpt_snap_take(m, s->seq, turn, n_msgs, &sn, &err) < 0) {
+        log_warning("session %s: no snapshot of answer %u: %s", s->id, turn, err.msg);
+        return;
+    }
+    if (s->seq_text && !(sn.text = strndup(s->seq_text, s->seq_text_len))) {
+        hy_ckpt_snap_clear(&sn);
+        return;
+    }
+    sn.text_len = sn.text ? s->seq_text_len : 0;
+    if (hy_ckpt_snap_push(&p->ck, &sn, &err) < 0)
         log_warning("session %s: no snapshot of answer %u: %s", s->id, turn, err.msg);
 }
 
@@ -467,6 +492,10 @@ void hyd_persist_save(hy_model *m, hyd_session *s)
         goto out;                    /* no turn yet: the empty state after the meta tokens */
     if ((r = hy_ckpt_capture(m, s->seq ? s->seq : tmp, &c, &err)) < 0)
         goto out;
+    if (s->seq && s->seq_text && s->seq_text_len) {
+        c.text = strndup(s->seq_text, s->seq_text_len);
+        c.text_len = c.text ? s->seq_text_len : 0;
+    }
     /* Borrow the snapshots that still fit this state. */
     hy_ckpt_snaps_prune(&p->ck, c.tokens, c.n_tokens, UINT32_MAX);
     c.snaps = p->ck.snaps;

@@ -21,7 +21,7 @@ _Static_assert(sizeof(hy_state_image_hdr) == 64, "state image header is 64 bytes
 
 #define SESSION_FIXED 48u      /* SESSION payload bytes before the id */
 #define SAMPLING_BYTES 56u     /* 6 x 4-byte fields + 4 x u64 rng words */
-#define SNAP_FIXED 16u         /* u32 turn, u32 n_msgs, i64 n_tokens */
+#define SNAP_FIXED 20u         /* u32 turn, u32 n_msgs, i64 n_tokens, u32 text_len */
 #define MSG_FIXED 8u           /* u32 role, u32 len */
 #define KV_OWN_FIXED 8u        /* u32 n_kept, u32 n_own */
 #define N_ROLES 4u
@@ -55,6 +55,7 @@ static const char *sec_name(uint32_t type)
     case HY_CKPT_SEC_KV: return "KV";
     case HY_CKPT_SEC_LOGITS: return "LOGITS";
     case HY_CKPT_SEC_SNAPSHOT: return "SNAPSHOT";
+    case HY_CKPT_SEC_TEXT: return "TEXT";
     case HY_CKPT_SEC_END: return "END";
     }
     return "unknown";
@@ -82,6 +83,7 @@ void hy_ckpt_snap_clear(hy_ckpt_snap *s)
     free(s->logits);
     free(s->image);
     free(s->tokens);
+    free(s->text);
     memset(s, 0, sizeof(*s));
 }
 
@@ -93,6 +95,7 @@ void hy_ckpt_clear(hy_ckpt *c)
         free(c->msgs[i].text);
     free(c->msgs);
     free(c->tokens);
+    free(c->text);
     free(c->image);
     free(c->logits);
     for (uint32_t i = 0; c->snaps && i < c->n_snaps; i++)
@@ -272,6 +275,9 @@ static int plan_make(const hy_ckpt *c, const hy_arch *a, enc_plan *p, hy_err *er
                           c->n_snaps, HY_CKPT_SNAPS_MAX);
     if ((c->n_tokens > 0) != (c->logits != NULL))
         return hy_err_set(err, -EINVAL, "checkpoint: logits must be present iff tokens are");
+    if (c->text && (c->text_len > HY_CKPT_MSG_MAX || memchr(c->text, 0, c->text_len)))
+        return hy_err_set(err, -EINVAL, "checkpoint: the state's text is longer than %u bytes or has a NUL",
+                          HY_CKPT_MSG_MAX);
     if ((rc = image_index(a, c->image, c->image_len, c->n_tokens, &p->cur, "session state", err)) < 0)
         return rc;
     p->snap = calloc(c->n_snaps ? c->n_snaps : 1, sizeof(*p->snap));
@@ -302,7 +308,7 @@ static int plan_make(const hy_ckpt *c, const hy_arch *a, enc_plan *p, hy_err *er
 }
 
 typedef struct sec_sizes {
-    uint64_t session, messages, tokens, snap[HY_CKPT_SNAPS_MAX];
+    uint64_t session, messages, tokens, text, snap[HY_CKPT_SNAPS_MAX];
 } sec_sizes;
 
 static void plan_sizes(const hy_ckpt *c, const hy_arch *a, const enc_plan *p, sec_sizes *z,
@@ -317,8 +323,9 @@ static void plan_sizes(const hy_ckpt *c, const hy_arch *a, const enc_plan *p, se
     for (uint32_t i = 0; i < c->n_msgs; i++)
         z->messages += MSG_FIXED + c->msgs[i].len;
     z->tokens = (uint64_t)c->n_tokens * 4;
-    t += frame * 6 + z->session + SAMPLING_BYTES + z->messages + z->tokens + sizeof(hy_state_image_hdr);
-    n += 6;                                                    /* SESSION..STATE_HDR + END */
+    z->text = c->text ? c->text_len : 0;
+    t += frame * 7 + z->session + SAMPLING_BYTES + z->messages + z->tokens + z->text + sizeof(hy_state_image_hdr);
+    n += 7;                                                    /* SESSION..STATE_HDR + END */
     t += (uint64_t)a->n_layers * (frame + p->cur.recur_bytes);
     n += a->n_layers;
     for (int L = 0; L < a->n_layers; L++)
@@ -332,7 +339,8 @@ static void plan_sizes(const hy_ckpt *c, const hy_arch *a, const enc_plan *p, se
     }
     for (uint32_t i = 0; i < c->n_snaps; i++) {
         const img_view *s = &p->snap[i];
-        uint64_t b = SNAP_FIXED + (uint64_t)a->vocab * 4 + sizeof(hy_state_image_hdr) +
+        uint64_t b = SNAP_FIXED + (c->snaps[i].text ? c->snaps[i].text_len : 0) +
+                     (uint64_t)a->vocab * 4 + sizeof(hy_state_image_hdr) +
                      (uint64_t)a->n_layers * s->recur_bytes;
         for (int L = 0; L < a->n_layers; L++)
             if (a->kv_src[L] == L)
@@ -506,6 +514,8 @@ static void enc_snapshot(enc *e, const hy_arch *a, uint32_t i, const hy_ckpt_sna
     sec_put_u32(e, s->turn);
     sec_put_u32(e, s->n_msgs);
     sec_put_u64(e, (uint64_t)s->n_tokens);
+    sec_put_u32(e, s->text ? (uint32_t)s->text_len : 0);
+    sec_put(e, s->text, s->text ? s->text_len : 0);
     sec_put(e, s->logits, (size_t)a->vocab * 4);
     sec_put(e, &v->h, sizeof(v->h));
     sec_put(e, v->recur, (size_t)a->n_layers * v->recur_bytes);
@@ -539,6 +549,9 @@ int hy_ckpt_encode(const hy_ckpt *c, const hy_arch *a, hy_ckpt_sink *sink, hy_er
     enc_messages(&e, c, z.messages);
     sec_begin(&e, HY_CKPT_SEC_TOKENS, 0, z.tokens);
     sec_put(&e, c->tokens, (size_t)z.tokens);
+    sec_end(&e);
+    sec_begin(&e, HY_CKPT_SEC_TEXT, 0, z.text);
+    sec_put(&e, c->text, (size_t)z.text);
     sec_end(&e);
     enc_state(&e, a, &p.cur);
     if (c->logits) {
@@ -847,6 +860,35 @@ static int dec_tokens(dec *d, const hy_arch *a, hy_ckpt *c)
     return 0;
 }
 
+/* A text field: at most HY_CKPT_MSG_MAX bytes, no NUL; NULL when empty ("unknown"). */
+static int dec_text(dec *d, const uint8_t *p, uint64_t n, char **out, size_t *out_len, const char *what)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (n == 0)
+        return 0;
+    if (n > HY_CKPT_MSG_MAX || memchr(p, 0, n))
+        return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "%s: text of %" PRIu64 " bytes is too long or has a NUL",
+                      what, n);
+    if (!(*out = malloc(n + 1)))
+        return refuse(d, HY_CKPT_MALFORMED, -ENOMEM, "out of memory for %s", what);
+    memcpy(*out, p, n);
+    (*out)[n] = 0;
+    *out_len = n;
+    return 0;
+}
+
+static int dec_state_text(dec *d, hy_ckpt *c)
+{
+    const uint8_t *p;
+    uint64_t n;
+    int rc;
+
+    if ((rc = sec_next(d, HY_CKPT_SEC_TEXT, 0, &p, &n)) < 0)
+        return rc;
+    return dec_text(d, p, n, &c->text, &c->text_len, "TEXT");
+}
+
 /* STATE_HDR, RECURRENT x n_layers, KV x n_kv_layers -> c->image. */
 static int dec_state(dec *d, const hy_arch *a, hy_ckpt *c)
 {
@@ -944,7 +986,15 @@ static int dec_snapshot(dec *d, const hy_arch *a, hy_ckpt *c, const img_view *cu
     if (i > 0 && (s->turn <= s[-1].turn || s->n_tokens < s[-1].n_tokens || s->n_msgs < s[-1].n_msgs))
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "%s (turn %" PRIu32 ") is not newer than the one before",
                       what, s->turn);
+    uint32_t text_len = get_u32(p + 16);
     p += SNAP_FIXED;
+    if ((uint64_t)(end - p) < (uint64_t)text_len + (uint64_t)a->vocab * 4 + sizeof(h) +
+                              (uint64_t)a->n_layers * recur_bytes(a))
+        return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "%s: text of %" PRIu32 " bytes runs past the section",
+                      what, text_len);
+    if ((rc = dec_text(d, p, text_len, &s->text, &s->text_len, what)) < 0)
+        return rc;
+    p += text_len;
     if (!(s->tokens = malloc(s->n_tokens ? (size_t)s->n_tokens * 4 : 4)))
         return refuse(d, HY_CKPT_MALFORMED, -ENOMEM, "out of memory for %s", what);
     memcpy(s->tokens, c->tokens, (size_t)s->n_tokens * 4);
@@ -1020,7 +1070,8 @@ static int dec_body(dec *d, const hy_arch *a, const hy_ckpt_hdr *h, hy_ckpt *c)
     c->n_msgs = in.n_msgs;
     c->n_tokens = in.n_tokens;
     if ((rc = dec_sampling(d, c)) < 0 || (rc = dec_messages(d, c)) < 0 ||
-        (rc = dec_tokens(d, a, c)) < 0 || (rc = dec_state(d, a, c)) < 0 || (rc = dec_logits(d, a, c)) < 0)
+        (rc = dec_tokens(d, a, c)) < 0 || (rc = dec_state_text(d, c)) < 0 || (rc = dec_state(d, a, c)) < 0 ||
+        (rc = dec_logits(d, a, c)) < 0)
         return rc;
     if (image_index(a, c->image, c->image_len, c->n_tokens, &cur, "session state", NULL) < 0)
         return refuse(d, HY_CKPT_MALFORMED, -EBADMSG, "session state");

@@ -24,6 +24,8 @@
  *                                          i32 repeat_last_n, u64 rng[4]
  *   MESSAGES      1              0         n_msgs x { u32 role, u32 len, u8 text[len] }
  *   TOKENS        1              0         i32 ids[n_tokens], each in [0, vocab)
+ *   TEXT          1              0         u8 text[length]: the text whose tokens the state
+ *                                          holds (UTF-8, no NUL; empty: unknown)
  *   STATE_HDR     1              0         hy_state_image_hdr (kernels/state_image.h), 64 B
  *   RECURRENT     n_layers       L         f32 conv[d_inner][d_conv], f32 ssm[d_inner][d_state]
  *   KV            n_kv_layers    owner L   u32 n_kept, K[n_kept][kv_heads][head_dim],
@@ -31,6 +33,7 @@
  *   LOGITS        0 or 1         0         f32 logits[vocab] after the last token
  *                                          (present iff n_tokens > 0)
  *   SNAPSHOT      n_snaps        0..       u32 turn, u32 n_msgs, i64 n_tokens,
+ *                                          u32 text_len, u8 text[text_len],
  *                                          f32 logits[vocab], hy_state_image_hdr,
  *                                          n_layers x RECURRENT payload,
  *                                          n_kv_layers x { u32 n_kept, u32 n_own,
@@ -88,6 +91,7 @@ typedef enum hy_ckpt_sec_type {
     HY_CKPT_SEC_KV = 7,
     HY_CKPT_SEC_LOGITS = 8,
     HY_CKPT_SEC_SNAPSHOT = 9,
+    HY_CKPT_SEC_TEXT = 10,
     HY_CKPT_SEC_END = 0x454e4421u,           /* "!DNE" read as bytes: "END!" */
 } hy_ckpt_sec_type;
 
@@ -119,6 +123,8 @@ typedef struct hy_ckpt_snap {
     int64_t n_tokens;        /* tokens consumed then: a prefix of the session's tokens */
     int32_t *tokens;         /* [n_tokens] those tokens, owned (not stored in the file: they
                               * are the session's first n_tokens); NULL: unknown */
+    char *text;              /* [text_len] + NUL: the text the state holds, owned; NULL: unknown */
+    size_t text_len;
     float *logits;           /* [vocab], owned */
     uint8_t *image;          /* [image_len] full state image, owned */
     size_t image_len;
@@ -137,6 +143,8 @@ typedef struct hy_ckpt {
     uint32_t n_msgs;
     int32_t *tokens;                         /* [n_tokens] */
     int64_t n_tokens;
+    char *text;                              /* [text_len] + NUL the text the state holds; NULL: unknown */
+    size_t text_len;
     uint8_t *image;                          /* [image_len] state image of the session */
     size_t image_len;
     float *logits;                           /* [vocab] or NULL when n_tokens == 0 */

@@ -134,6 +134,11 @@ void synth_ckpt(const hy_arch *a, hy_ckpt *c, int64_t n_tokens, uint32_t n_msgs,
     for (int64_t i = 0; i < n_tokens; i++)
         c->tokens[i] = (int32_t)(mix((uint32_t)i) % (uint32_t)a->vocab);
     c->image = synth_image(a, n_tokens, kv_dt, 0, &c->image_len);
+    if (n_tokens) {
+        char t[64];
+        c->text_len = (size_t)snprintf(t, sizeof(t), "<rendered text of %d tokens>", (int)n_tokens);
+        c->text = strdup(t);
+    }
     c->logits = n_tokens ? synth_logits(a, (uint32_t)n_tokens) : NULL;
     c->n_snaps = n_snaps;
     c->snaps = calloc(n_snaps ? n_snaps : 1, sizeof(*c->snaps));
@@ -144,6 +149,13 @@ void synth_ckpt(const hy_arch *a, hy_ckpt *c, int64_t n_tokens, uint32_t n_msgs,
         s->n_tokens = n_tokens * (int64_t)(i + 1) / (n_snaps + 1);
         s->image = synth_image(a, s->n_tokens, kv_dt, 0, &s->image_len);
         s->logits = synth_logits(a, (uint32_t)s->n_tokens + 5000u);
+        s->tokens = malloc(s->n_tokens ? (size_t)s->n_tokens * 4 : 4);
+        memcpy(s->tokens, c->tokens, (size_t)s->n_tokens * 4);
+        if (i % 2 == 0) {
+            char t[64];
+            s->text_len = (size_t)snprintf(t, sizeof(t), "<snapshot %u text>", i);
+            s->text = strdup(t);
+        }
     }
 }
 

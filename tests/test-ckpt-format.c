@@ -20,6 +20,8 @@ static void same_ckpt(const hy_ckpt *x, const hy_ckpt *y)
               strcmp(x->msgs[i].text, y->msgs[i].text) == 0, "message %u", i);
     CHECK(x->n_tokens == y->n_tokens && !memcmp(x->tokens, y->tokens, (size_t)x->n_tokens * 4), "tokens");
     CHECK(x->image_len == y->image_len && !memcmp(x->image, y->image, x->image_len), "state image");
+    CHECK(x->text_len == y->text_len && (!x->text) == (!y->text) && (!x->text || !strcmp(x->text, y->text)),
+          "state text");
     CHECK((x->logits == NULL) == (y->logits == NULL), "logits presence");
     if (x->logits && y->logits)
         CHECK(!memcmp(x->logits, y->logits, (size_t)A.vocab * 4), "logits");
@@ -29,6 +31,8 @@ static void same_ckpt(const hy_ckpt *x, const hy_ckpt *y)
         CHECK(a->turn == b->turn && a->n_msgs == b->n_msgs && a->n_tokens == b->n_tokens, "snap %u fields", i);
         CHECK(a->image_len == b->image_len && !memcmp(a->image, b->image, a->image_len), "snap %u image", i);
         CHECK(!memcmp(a->logits, b->logits, (size_t)A.vocab * 4), "snap %u logits", i);
+        CHECK(a->text_len == b->text_len && (!a->text) == (!b->text) && (!a->text || !strcmp(a->text, b->text)),
+              "snap %u text", i);
     }
 }
 
