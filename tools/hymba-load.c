@@ -37,6 +37,8 @@ typedef struct opts {
 typedef struct sample {
     double wall_us;                  /* Send -> Finished at the client */
     double first_us;                 /* Send -> first Chunk */
+    double last_us;                  /* Send -> last Chunk */
+    uint32_t first_tokens, last_tokens; /* n_tokens of the first and last Chunk */
     uint32_t tokens, chunks;
     uint64_t queue_us, prefill_us, decode_us;
     bool ok;
@@ -129,8 +131,13 @@ static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *e)
     if (sd_bus_message_is_signal(m, SES, "Chunk")) {
         Hymba__V1__Chunk *ch = hymba__v1__chunk__unpack(NULL, size, data);
         if (ch && ch->request_id == c->request_id) {
-            if (c->cur->chunks++ == 0)
-                c->cur->first_us = now_us() - c->t_send;
+            double t = now_us() - c->t_send;
+            if (c->cur->chunks++ == 0) {
+                c->cur->first_us = t;
+                c->cur->first_tokens = ch->n_tokens;
+            }
+            c->cur->last_us = t;
+            c->cur->last_tokens = ch->n_tokens;
         }
         if (ch)
             hymba__v1__chunk__free_unpacked(ch, NULL);
@@ -286,8 +293,8 @@ static int run_round(const opts *o, int round)
     pthread_t *th = calloc((size_t)o->clients, sizeof(*th));
     size_t n_all = (size_t)o->clients * (size_t)o->requests, n_ok = 0;
     double *per_tok_wall = calloc(n_all, sizeof(double)), *first = calloc(n_all, sizeof(double));
-    double t0, elapsed, sum_wall = 0, sum_engine = 0;
-    uint64_t tokens = 0;
+    double t0, elapsed, sum_wall = 0, sum_engine = 0, sum_stream = 0, sum_stream_engine = 0, sum_tail = 0;
+    uint64_t tokens = 0, stream_tokens = 0;
     int failed = 0;
 
     for (int i = 0; i < o->clients; i++) {
@@ -317,6 +324,14 @@ static int run_round(const opts *o, int round)
             sum_wall += gen;
             sum_engine += (double)s->decode_us;
             tokens += s->tokens;
+            if (s->last_tokens > s->first_tokens) {
+                /* Between the first and the last chunk: only streaming, no prompt, no turn end. */
+                uint32_t k = s->last_tokens - s->first_tokens;
+                sum_stream += s->last_us - s->first_us;
+                sum_stream_engine += (double)s->decode_us * k / s->tokens;
+                stream_tokens += k;
+            }
+            sum_tail += s->wall_us - s->last_us;
             n_ok++;
         }
         free(cl[i].samples);
@@ -330,7 +345,12 @@ static int run_round(const opts *o, int round)
                "-> D-Bus + scheduling overhead %.1f us/token\n",
                sum_wall / tokens, per_tok_wall[n_ok / 2], per_tok_wall[n_ok * 9 / 10], sum_engine / tokens,
                (sum_wall - sum_engine) / tokens);
-        printf("  first chunk after Send: p50 %.0f us, p90 %.0f us\n", first[n_ok / 2], first[n_ok * 9 / 10]);
+        if (stream_tokens)
+            printf("  streaming only (first to last chunk): %.1f us/token at the client, engine decode %.1f us "
+                   "-> daemon + D-Bus overhead (sampling, hand-off, signal) %.1f us/token\n", sum_stream / stream_tokens,
+                   sum_stream_engine / stream_tokens, (sum_stream - sum_stream_engine) / stream_tokens);
+        printf("  first chunk after Send: p50 %.0f us, p90 %.0f us; last chunk to Finished (turn end, "
+               "checkpoint): mean %.0f us\n", first[n_ok / 2], first[n_ok * 9 / 10], sum_tail / n_ok);
     } else {
         printf("round %d: no request finished\n", round);
         failed = 1;
