@@ -257,6 +257,23 @@ static long daemon_rss_kb(sd_bus *bus)
     return kb;
 }
 
+/* RSS once the daemon has settled: sessions are freed by its scheduler thread
+ * a moment after DeleteSession returns, so read until two readings 100 ms
+ * apart agree within 64 kB (at most 3 s). */
+static long daemon_rss_settled_kb(sd_bus *bus)
+{
+    long prev = daemon_rss_kb(bus), cur = prev;
+
+    for (int i = 0; i < 30; i++) {
+        usleep(100000);
+        cur = daemon_rss_kb(bus);
+        if (cur < 0 || labs(cur - prev) <= 64)
+            break;
+        prev = cur;
+    }
+    return cur;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -269,7 +286,7 @@ static int run_round(const opts *o, int round)
     pthread_t *th = calloc((size_t)o->clients, sizeof(*th));
     size_t n_all = (size_t)o->clients * (size_t)o->requests, n_ok = 0;
     double *per_tok_wall = calloc(n_all, sizeof(double)), *first = calloc(n_all, sizeof(double));
-    double t0, elapsed, sum_wall = 0, sum_engine = 0, sum_decode = 0;
+    double t0, elapsed, sum_wall = 0, sum_engine = 0;
     uint64_t tokens = 0;
     int failed = 0;
 
@@ -299,7 +316,6 @@ static int run_round(const opts *o, int round)
             first[n_ok] = s->first_us;
             sum_wall += gen;
             sum_engine += (double)s->decode_us;
-            sum_decode += (double)s->decode_us / s->tokens;
             tokens += s->tokens;
             n_ok++;
         }
@@ -319,7 +335,6 @@ static int run_round(const opts *o, int round)
         printf("round %d: no request finished\n", round);
         failed = 1;
     }
-    (void)sum_decode;
     free(per_tok_wall);
     free(first);
     free(cl);
@@ -389,12 +404,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "hymba-load: cannot connect to the bus\n");
         return 3;
     }
-    rss0 = daemon_rss_kb(bus);
+    rss0 = daemon_rss_settled_kb(bus);
     printf("hymba-load: %d clients x %d requests x %d tokens, %d round(s); daemon RSS before: %ld kB\n",
            o.clients, o.requests, o.tokens, o.rounds, rss0);
     for (int round = 1; round <= o.rounds; round++) {
         failed |= run_round(&o, round);
-        rss = daemon_rss_kb(bus);
+        rss = daemon_rss_settled_kb(bus);
         printf("  daemon RSS after round %d: %ld kB (%+ld kB since the start)\n", round, rss, rss - rss0);
     }
     sd_bus_flush_close_unref(bus);
