@@ -19,6 +19,8 @@
 /* Positions per outer block of a prefill: the block's activations stay in L2
  * while every weight row of the thread's task passes over them. */
 #define POS_PER_BLOCK 48
+/* Calls with at most this many positions are weight streams (decode batches). */
+#define GUIDED_MAX_POS 8
 
 /* ---- scalar conversions ---- */
 
@@ -221,6 +223,11 @@ void cpu_matmul_force_portable(bool on)
     force_portable = on;
 }
 
+bool cpu_use_avx2(void)
+{
+    return !force_portable && have_avx2();
+}
+
 const char *cpu_matmul_isa(void)
 {
     return (!force_portable && have_avx2()) ? "avx2" : "portable";
@@ -300,12 +307,10 @@ void cpu_matmul(cpu_pool *pool, const cpu_mat *W, const float *x, int n, int ldx
         return;
     for (int k = 0; k < POS_PER_TILE; k++)
         a.tiles[k] = tile_select(W->dt, k + 1);
-    /* enough tasks to balance the threads, each a run of whole tiles */
-    int64_t grain = ROWS_PER_TASK;
-    int nt = cpu_pool_threads(pool);
-    if (W->rows / grain < 4 * nt && W->rows >= 4 * nt * ROWS_PER_TILE)
-        grain = W->rows / (4 * nt) / ROWS_PER_TILE * ROWS_PER_TILE;
-    if (W->rows < 2 * ROWS_PER_TASK)
-        grain = W->rows;  /* tiny matrices: not worth a thread handoff */
-    cpu_pool_run(pool, W->rows, grain, mm_task, &a);
+    /* Decode (few positions) is a stream of weights: guided chunks give each
+     * thread long contiguous runs for the prefetchers and still balance the
+     * end.  Prefill keeps small fixed tasks so a task's weight rows stay in L2
+     * while every block of positions passes over them. */
+    int64_t grain = W->rows < 2 * ROWS_PER_TASK ? W->rows : ROWS_PER_TASK;
+    cpu_pool_run_sched(pool, W->rows, grain, n <= GUIDED_MAX_POS, mm_task, &a);
 }
