@@ -189,13 +189,48 @@ static inline AVX_TARGET float hsum8(__m256 v)
             } \
     }
 
-AVX_TILE(tile_f32_a1, ld8_f32, HY_DT_F32, 1)
+/* One position (batch-1 decode): the loop is a weight stream, and with one
+ * accumulator per row it would wait on the FMA latency (4 chains, one FMA
+ * each per iteration) at about the bandwidth it must reach; two accumulators
+ * per row (16 columns per iteration) keep 8 chains in flight. */
+#define AVX_TILE1(NAME, LOAD, DT) \
+    static AVX_TARGET void NAME(const void *const *wr, const float *const *xr, int cols, float *out) \
+    { \
+        __m256 acc[ROWS_PER_TILE][2]; \
+        const float *x = xr[0]; \
+        _Pragma("GCC unroll 4") \
+        for (int r = 0; r < ROWS_PER_TILE; r++) \
+            acc[r][0] = acc[r][1] = _mm256_setzero_ps(); \
+        int c = 0; \
+        for (; c + 16 <= cols; c += 16) { \
+            __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8); \
+            _Pragma("GCC unroll 4") \
+            for (int r = 0; r < ROWS_PER_TILE; r++) { \
+                acc[r][0] = _mm256_fmadd_ps(LOAD(wr[r], c), x0, acc[r][0]); \
+                acc[r][1] = _mm256_fmadd_ps(LOAD(wr[r], c + 8), x1, acc[r][1]); \
+            } \
+        } \
+        for (; c + 8 <= cols; c += 8) { \
+            __m256 x0 = _mm256_loadu_ps(x + c); \
+            _Pragma("GCC unroll 4") \
+            for (int r = 0; r < ROWS_PER_TILE; r++) \
+                acc[r][0] = _mm256_fmadd_ps(LOAD(wr[r], c), x0, acc[r][0]); \
+        } \
+        for (int r = 0; r < ROWS_PER_TILE; r++) { \
+            float s = hsum8(_mm256_add_ps(acc[r][0], acc[r][1])); \
+            for (int cc = c; cc < cols; cc++) \
+                s += wval(wr[r], DT, (size_t)cc) * x[cc]; \
+            out[r * POS_PER_TILE] = s; \
+        } \
+    }
+
+AVX_TILE1(tile_f32_a1, ld8_f32, HY_DT_F32)
 AVX_TILE(tile_f32_a2, ld8_f32, HY_DT_F32, 2)
 AVX_TILE(tile_f32_a3, ld8_f32, HY_DT_F32, 3)
-AVX_TILE(tile_bf16_a1, ld8_bf16, HY_DT_BF16, 1)
+AVX_TILE1(tile_bf16_a1, ld8_bf16, HY_DT_BF16)
 AVX_TILE(tile_bf16_a2, ld8_bf16, HY_DT_BF16, 2)
 AVX_TILE(tile_bf16_a3, ld8_bf16, HY_DT_BF16, 3)
-AVX_TILE(tile_f16_a1, ld8_f16, HY_DT_F16, 1)
+AVX_TILE1(tile_f16_a1, ld8_f16, HY_DT_F16)
 AVX_TILE(tile_f16_a2, ld8_f16, HY_DT_F16, 2)
 AVX_TILE(tile_f16_a3, ld8_f16, HY_DT_F16, 3)
 
