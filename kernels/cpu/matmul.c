@@ -1,5 +1,6 @@
 /* matmul.c: fp32 activations x {f32, bf16, f16} weight rows, fp32 accumulation; AVX2/FMA and portable kernels. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kernels/cpu/cpu_internal.h"
 #if defined(__x86_64__)
@@ -234,6 +235,65 @@ AVX_TILE1(tile_f16_a1, ld8_f16, HY_DT_F16)
 AVX_TILE(tile_f16_a2, ld8_f16, HY_DT_F16, 2)
 AVX_TILE(tile_f16_a3, ld8_f16, HY_DT_F16, 3)
 
+/*
+ * Prefill (many positions): a task's PANEL_ROWS weight rows are converted once
+ * into an fp32 panel stored column-major (panel[c][r]), then a PANEL_POS x
+ * PANEL_ROWS block of outputs is accumulated in registers by broadcasting one
+ * activation per position against two vectors of the panel: 12 FMAs per 2
+ * panel loads + 6 broadcasts, instead of re-converting bf16 for every tile.
+ */
+#define PANEL_ROWS 16
+#define PANEL_POS 6
+#define PANEL_COLS 256
+
+static AVX_TARGET void panel_pack(const cpu_mat *W, int64_t r0, int nr, float *panel)
+{
+    size_t es = hy_dtype_size(W->dt);
+    for (int r = 0; r < PANEL_ROWS; r++) {
+        if (r >= nr) {
+            for (int c = 0; c < W->cols; c++)
+                panel[(size_t)c * PANEL_ROWS + r] = 0.0f;
+            continue;
+        }
+        const void *row = (const char *)W->data + (size_t)(r0 + r) * W->cols * es;
+        int c = 0;
+        if (W->dt == HY_DT_BF16) {
+            for (; c + 8 <= W->cols; c += 8) {
+                float t[8];
+                _mm256_storeu_ps(t, ld8_bf16(row, c));
+                for (int k = 0; k < 8; k++)
+                    panel[(size_t)(c + k) * PANEL_ROWS + r] = t[k];
+            }
+        }
+        for (; c < W->cols; c++)
+            panel[(size_t)c * PANEL_ROWS + r] = wval(row, W->dt, (size_t)c);
+    }
+}
+
+/* out[p][0..15] = sum_c xr[p][c] * panel[c][0..15] for PANEL_POS positions. */
+static AVX_TARGET void panel_kernel(const float *panel, const float *const *xr, int cols, float *out)
+{
+    __m256 acc[PANEL_POS][2];
+    _Pragma("GCC unroll 6")
+    for (int p = 0; p < PANEL_POS; p++)
+        acc[p][0] = acc[p][1] = _mm256_setzero_ps();
+    for (int c = 0; c < cols; c++) {
+        __m256 w0 = _mm256_loadu_ps(panel + (size_t)c * PANEL_ROWS);
+        __m256 w1 = _mm256_loadu_ps(panel + (size_t)c * PANEL_ROWS + 8);
+        _Pragma("GCC unroll 6")
+        for (int p = 0; p < PANEL_POS; p++) {
+            __m256 xb = _mm256_broadcast_ss(xr[p] + c);
+            acc[p][0] = _mm256_fmadd_ps(w0, xb, acc[p][0]);
+            acc[p][1] = _mm256_fmadd_ps(w1, xb, acc[p][1]);
+        }
+    }
+    _Pragma("GCC unroll 6")
+    for (int p = 0; p < PANEL_POS; p++) {
+        _mm256_storeu_ps(out + p * PANEL_ROWS, acc[p][0]);
+        _mm256_storeu_ps(out + p * PANEL_ROWS + 8, acc[p][1]);
+    }
+}
+
 static bool have_avx2(void)
 {
     static int cached = -1;
@@ -296,7 +356,49 @@ typedef struct mm_args {
     int ldy;
     bool accumulate;
     tile_fn tiles[POS_PER_TILE];
+    float *panels;        /* [threads][cols][PANEL_ROWS] or NULL: tile kernels */
 } mm_args;
+
+static void mm_store(const mm_args *a, int p, int64_t r0, const float *vals, int nr, int stride)
+{
+    float *yr = a->y + (size_t)p * a->ldy + r0;
+    for (int r = 0; r < nr; r++) {
+        if (a->accumulate)
+            yr[r] += vals[r * stride];
+        else
+            yr[r] = vals[r * stride];
+    }
+}
+
+#if defined(__x86_64__)
+static void mm_task_panel(const mm_args *a, int64_t begin, int64_t end, int tid)
+{
+    float *panel = a->panels + (size_t)tid * a->W->cols * PANEL_ROWS;
+    float out[PANEL_POS * PANEL_ROWS];
+    int cols = a->W->cols;
+    mm_args acc = *a;
+    acc.accumulate = true;
+    for (int64_t r0 = begin; r0 < end; r0 += PANEL_ROWS) {
+        int nr = end - r0 < PANEL_ROWS ? (int)(end - r0) : PANEL_ROWS;
+        panel_pack(a->W, r0, nr, panel);
+        /* column blocks: the block's panel slice and activations stay in L1 */
+        for (int k0 = 0; k0 < cols; k0 += PANEL_COLS) {
+            int kc = cols - k0 < PANEL_COLS ? cols - k0 : PANEL_COLS;
+            const mm_args *st = k0 == 0 ? a : &acc;
+            for (int p = 0; p < a->n; p += PANEL_POS) {
+                int np = a->n - p < PANEL_POS ? a->n - p : PANEL_POS;
+                const float *xr[PANEL_POS];
+                /* positions past the end repeat the last one; their results are dropped */
+                for (int q = 0; q < PANEL_POS; q++)
+                    xr[q] = a->x + (size_t)(p + (q < np ? q : np - 1)) * a->ldx + k0;
+                panel_kernel(panel + (size_t)k0 * PANEL_ROWS, xr, kc, out);
+                for (int q = 0; q < np; q++)
+                    mm_store(st, p + q, r0, out + q * PANEL_ROWS, nr, 1);
+            }
+        }
+    }
+}
+#endif
 
 static void mm_task(void *v, int64_t begin, int64_t end, int tid)
 {
@@ -304,6 +406,12 @@ static void mm_task(void *v, int64_t begin, int64_t end, int tid)
     const cpu_mat *W = a->W;
     size_t es = hy_dtype_size(W->dt);
     float out[ROWS_PER_TILE * POS_PER_TILE];
+#if defined(__x86_64__)
+    if (a->panels) {
+        mm_task_panel(a, begin, end, tid);
+        return;
+    }
+#endif
     (void)tid;
 
     for (int p0 = 0; p0 < a->n; p0 += POS_PER_BLOCK) {
@@ -320,15 +428,8 @@ static void mm_task(void *v, int64_t begin, int64_t end, int tid)
                 for (int q = 0; q < np; q++)
                     xr[q] = a->x + (size_t)(p + q) * a->ldx;
                 a->tiles[np - 1](wr, xr, W->cols, out);
-                for (int q = 0; q < np; q++) {
-                    float *yr = a->y + (size_t)(p + q) * a->ldy + r0;
-                    for (int r = 0; r < nr; r++) {
-                        if (a->accumulate)
-                            yr[r] += out[r * POS_PER_TILE + q];
-                        else
-                            yr[r] = out[r * POS_PER_TILE + q];
-                    }
-                }
+                for (int q = 0; q < np; q++)
+                    mm_store(a, p + q, r0, out + q, nr, POS_PER_TILE);
             }
         }
     }
@@ -347,5 +448,11 @@ void cpu_matmul(cpu_pool *pool, const cpu_mat *W, const float *x, int n, int ldx
      * end.  Prefill keeps small fixed tasks so a task's weight rows stay in L2
      * while every block of positions passes over them. */
     int64_t grain = W->rows < 2 * ROWS_PER_TASK ? W->rows : ROWS_PER_TASK;
-    cpu_pool_run_sched(pool, W->rows, grain, n <= GUIDED_MAX_POS, mm_task, &a);
+    bool stream = n <= GUIDED_MAX_POS;
+    if (!stream && cpu_use_avx2()) {
+        a.panels = malloc((size_t)cpu_pool_threads(pool) * W->cols * PANEL_ROWS * sizeof(float));
+        grain = PANEL_ROWS;   /* == ROWS_PER_TASK: one panel per task */
+    }
+    cpu_pool_run_sched(pool, W->rows, grain, stream, mm_task, &a);
+    free(a.panels);
 }
