@@ -10,7 +10,8 @@ engine_libhymba_a_SOURCES = \
 	engine/model.c \
 	engine/seq.c \
 	engine/sampler.c \
-	engine/tok.h engine/tok.c \
+	engine/tok.h engine/tok_internal.h engine/tok.c engine/tok_util.c \
+	engine/tok_encode.c engine/tok_decode.c \
 	engine/chat.h engine/chat.c
 
 # Everything a program that uses the engine links, backends included.
