@@ -20,8 +20,9 @@ int cpu_pool_threads(const cpu_pool *p);
 /* Runs fn over [0, n) in chunks of grain items that threads claim one after
  * another (dynamic schedule); returns when every item is done. */
 void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *arg);
-/* guided: chunks shrink from a share of the remaining items down to grain. */
-void cpu_pool_run_sched(cpu_pool *p, int64_t n, int64_t grain, bool guided, cpu_task_fn fn, void *arg);
+/* split: every thread starts on its own contiguous share and then takes
+ * grains from the back of the others' shares (weight streams). */
+void cpu_pool_run_sched(cpu_pool *p, int64_t n, int64_t grain, bool split, cpu_task_fn fn, void *arg);
 
 /* ---- matrices in their stored dtype and the matmul kernels (matmul.c) ---- */
 

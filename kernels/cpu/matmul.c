@@ -21,7 +21,7 @@
  * while every weight row of the thread's task passes over them. */
 #define POS_PER_BLOCK 48
 /* Calls with at most this many positions are weight streams (decode batches). */
-#define GUIDED_MAX_POS 8
+#define STREAM_MAX_POS 8
 
 /* ---- scalar conversions ---- */
 
@@ -443,12 +443,12 @@ void cpu_matmul(cpu_pool *pool, const cpu_mat *W, const float *x, int n, int ldx
         return;
     for (int k = 0; k < POS_PER_TILE; k++)
         a.tiles[k] = tile_select(W->dt, k + 1);
-    /* Decode (few positions) is a stream of weights: guided chunks give each
-     * thread long contiguous runs for the prefetchers and still balance the
-     * end.  Prefill keeps small fixed tasks so a task's weight rows stay in L2
+    /* Decode (few positions) is a stream of weights: the split schedule gives
+     * each thread one long contiguous run for the prefetchers and still
+     * balances the end.  Prefill keeps small fixed tasks so a task's weight rows stay in L2
      * while every block of positions passes over them. */
     int64_t grain = W->rows < 2 * ROWS_PER_TASK ? W->rows : ROWS_PER_TASK;
-    bool stream = n <= GUIDED_MAX_POS;
+    bool stream = n <= STREAM_MAX_POS;
     if (!stream && cpu_use_avx2()) {
         a.panels = malloc((size_t)cpu_pool_threads(pool) * W->cols * PANEL_ROWS * sizeof(float));
         grain = PANEL_ROWS;   /* == ROWS_PER_TASK: one panel per task */
