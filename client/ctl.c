@@ -306,7 +306,13 @@ int ctl_stream(ctl *c, const char *method, const ProtobufCMessage *req, bool qui
         }
         if (poll(p, 2, timeout) < 0 && errno != EINTR)
             break;
-        if (ctl_take_interrupt(c) && !ans->interrupted) {
+        if (ctl_take_interrupt(c)) {
+            if (ans->interrupted) {
+                /* A second Ctrl-C: stop waiting for the daemon's answer. */
+                fprintf(stderr, "\nhymbactl: not waiting for the cancel to be confirmed\n");
+                ret = CTL_EXIT_FAILED;
+                goto out;
+            }
             ans->interrupted = true;
             send_cancel(c, ans->request_id);
         }

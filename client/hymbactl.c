@@ -285,7 +285,8 @@ static int cmd_ask(ctl *c, int argc, char **argv)
                    "     --ignore-eos        generate all N tokens whatever the model says\n"
                    "                         (benchmarks, tests)\n"
                    "\n"
-                   "Ctrl-C cancels the answer.  Exit 4 when the answer was cancelled or failed.\n");
+                   "Ctrl-C cancels the answer (a second Ctrl-C stops waiting for the daemon).\n"
+                   "Exit 4 when the answer was cancelled or failed.\n");
             return CTL_EXIT_OK;
         case 'I': ignore_eos = true; break;
         case 'S': case 'T': case 'E': break;
