@@ -23,6 +23,7 @@ check_PROGRAMS += tests/test-run
 TESTS += tests/test-run
 tests_test_run_LDADD = $(HYMBA_TEST_LIBS)
 
+
 # engine-cpu: golden agreement, decode/prefill invariants, state API.
 check_PROGRAMS += tests/test-golden
 TESTS += tests/test-golden
@@ -35,3 +36,6 @@ check_PROGRAMS += tests/test-state
 TESTS += tests/test-state
 tests_test_state_SOURCES = tests/test-state.c tests/randmodel.c tests/randmodel.h
 tests_test_state_LDADD = $(HYMBA_TEST_LIBS)
+check_PROGRAMS += tests/test-cpu-pool
+TESTS += tests/test-cpu-pool
+tests_test_cpu_pool_LDADD = $(HYMBA_TEST_LIBS)

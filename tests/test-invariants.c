@@ -37,9 +37,9 @@ static void report(const char *cfg, const char *what, double e, double tol)
     CHECK(e <= tol, "%s %s: %.3e > %.0e", cfg, what, e, tol);
 }
 
-static hy_model *load(const char *dir, int chunk, bool refwin)
+static hy_model *load_threads(const char *dir, int chunk, bool refwin, int threads)
 {
-    hy_load_opts o = {.backend = "cpu", .prefill_chunk = chunk, .max_ctx = 4096};
+    hy_load_opts o = {.backend = "cpu", .prefill_chunk = chunk, .max_ctx = 4096, .threads = threads};
     hy_model *m = NULL;
     hy_err err = {0};
     o.num.ref_decode_window = refwin;
@@ -48,6 +48,11 @@ static hy_model *load(const char *dir, int chunk, bool refwin)
         return NULL;
     }
     return m;
+}
+
+static hy_model *load(const char *dir, int chunk, bool refwin)
+{
+    return load_threads(dir, chunk, refwin, 0);
 }
 
 static void run_config(const char *label, const rm_cfg *c, int T, int k)
@@ -133,14 +138,33 @@ static void run_config(const char *label, const rm_cfg *c, int T, int k)
         hy_model_free(m5);
     }
 
-    /* 6. portable C kernels give the same logits */
+    /* 6. thread counts: 1 and 3 threads give the same logits (prefill and decode) */
+    for (int th = 1; th <= 3; th += 2) {
+        hy_model *mt = load_threads(dir, 4096, false, th);
+        hy_seq *st = NULL;
+        if (!mt)
+            continue;
+        if (hy_seq_new(mt, &st, &err) == 0 && hy_seq_prefill(mt, st, ids, T - k, b, &err) == 0) {
+            for (int j = 0; j < k && hy_seq_decode_batch(mt, &st, &ids[T - k + j], 1, &err) == 0; j++)
+                memcpy(b + (size_t)(T - k + j) * V, hy_seq_logits(st), (size_t)V * sizeof(float));
+            char what[64];
+            snprintf(what, sizeof(what), "%d thread(s): prefill(T-k) + k decodes", th);
+            report(label, what, row_err(b, full, T, V), PATH_TOL);
+        } else {
+            CHECK(0, "%s: %d threads: %s", label, th, err.msg);
+        }
+        hy_seq_free(st);
+        hy_model_free(mt);
+    }
+
+    /* 7. portable C kernels give the same logits */
     hy_cpu_force_portable(true);
     hy_seq_reset(m, s);
     if (hy_seq_prefill(m, s, ids, T, b, &err) == 0)
         report(label, "portable C kernels vs AVX2 kernels", row_err(b, full, T, V), PATH_TOL);
     hy_cpu_force_portable(false);
 
-    /* 7. reference decode window: prefill(T-k) + k decodes vs float64 with the W-key rule */
+    /* 8. reference decode window: prefill(T-k) + k decodes vs float64 with the W-key rule */
     hy_model *mr = load(dir, 4096, true);
     if (mr) {
         hy_seq *sr = NULL;

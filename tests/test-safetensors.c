@@ -1,10 +1,13 @@
 /* test-safetensors.c: round trip through hy_st_write/hy_st_open, then every kind of corrupt file. */
 #include "engine/safetensors.h"
+#include "engine/sha256.h"
 #include "tests/testutil.h"
 
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+
+#define MUTATIONS 2000
 
 static char *tmp_dir;
 
@@ -169,6 +172,33 @@ static void test_corrupt(void)
     expect_bad("one data offset", p, "'s'");
     write_raw(p, "{\"s\":[1,2]}", 0, 8);
     expect_bad("entry not an object", p, "'s'");
+    /* A header not padded to 8 bytes (7 spaces short of it): the data are copied to
+     * aligned memory and read back right. */
+    {
+        char up[4096];
+        float v[2] = { 1.5f, -2.25f };
+        const char *h = "{\"s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+        uint64_t hl = strlen(h);
+        uint8_t len8[8];
+        hy_st_file *uf = NULL;
+        hy_err uerr = { 0 };
+        tmp_path(up, sizeof(up), "unpadded.safetensors");
+        FILE *ufp = fopen(up, "wb");
+        for (int i = 0; i < 8; i++)
+            len8[i] = (uint8_t)(hl >> (8 * i));
+        fwrite(len8, 1, 8, ufp);
+        fwrite(h, 1, hl, ufp);
+        fwrite(v, 1, sizeof(v), ufp);
+        fclose(ufp);
+        CHECK(hl % 4 != 0, "test header happens to be aligned");
+        CHECK(hy_st_open(up, &uf, &uerr) == 0, "unpadded header refused: %s", uerr.msg);
+        if (uf) {
+            const hy_st_tensor *t = hy_st_find(uf, "s");
+            CHECK(t && (uintptr_t)t->data % 4 == 0 && ((const float *)t->data)[1] == -2.25f,
+                  "unpadded data");
+            hy_st_close(uf);
+        }
+    }
     /* The header is padded to 8 bytes: offset 2 puts a float at an address 2 mod 4. */
     write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 0, 8);
     expect_bad("misaligned data", p, "'s'");
@@ -192,6 +222,81 @@ static void test_corrupt(void)
     hy_st_close(f);
 }
 
+/* Random byte edits in the header and length of a valid file: each result either
+ * opens with every tensor inside the mapping or is refused; ASan checks the reads. */
+static void test_mutations(void)
+{
+    char path[4096], mpath[4096];
+    float a[6] = { 1, 2, 3, 4, 5, 6 };
+    uint16_t b[3] = { 1, 2, 3 };
+    hy_st_out outs[] = {
+        { "model.layers.0.mamba.in_proj.weight", HY_ST_F32, 2, { 2, 3 }, a },
+        { "model.norm", HY_ST_BF16, 1, { 3 }, b },
+    };
+    hy_err err = { 0 };
+    uint8_t *orig;
+    long len;
+    uint32_t x = 12345;
+    int opened = 0, refused = 0;
+
+    tmp_path(path, sizeof(path), "mut-src.safetensors");
+    tmp_path(mpath, sizeof(mpath), "mut.safetensors");
+    if (hy_st_write(path, outs, 2, &err) < 0)
+        return;
+    FILE *fp = fopen(path, "rb");
+    fseek(fp, 0, SEEK_END);
+    len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    orig = malloc((size_t)len);
+    if (fread(orig, 1, (size_t)len, fp) != (size_t)len)
+        len = 0;
+    fclose(fp);
+    long hend = len - (long)(sizeof(a) + sizeof(b));   /* bytes before the data */
+    for (int it = 0; it < MUTATIONS && len > 0; it++) {
+        uint8_t *m = malloc((size_t)len);
+        memcpy(m, orig, (size_t)len);
+        int edits = 1 + it % 4;
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            long pos = (long)(x % (uint32_t)hend);
+            static const char pool[] = "0123456789[]{}\":,-eE \x00\xff";
+            m[pos] = (x >> 20) & 1 ? (uint8_t)pool[(x >> 8) % (sizeof(pool) - 1)] : (uint8_t)(x >> 8);
+        }
+        x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+        long cut = (x & 7) == 0 ? (long)(x % (uint32_t)len) : len;   /* sometimes truncate too */
+        fp = fopen(mpath, "wb");
+        fwrite(m, 1, (size_t)cut, fp);
+        fclose(fp);
+        free(m);
+        hy_st_file *f = NULL;
+        if (hy_st_open(mpath, &f, &err) == 0) {
+            opened++;
+            for (size_t i = 0; i < f->n_tensors; i++) {
+                const hy_st_tensor *t = &f->tensors[i];
+                const uint8_t *base = f->data_copy ? (const uint8_t *)f->data_copy
+                                                   : (const uint8_t *)f->map + 8 + f->header_len;
+                const uint8_t *hi = base + (f->map_len - 8 - f->header_len), *d = t->data;
+                CHECK(d >= base && d + t->nbytes <= hi,
+                      "mutation %d: tensor '%s' outside the file", it, t->name);
+                volatile uint8_t sum = 0;
+                for (size_t k = 0; k < t->nbytes; k++)
+                    sum ^= d[k];
+                (void)sum;
+            }
+            hy_st_close(f);
+        } else {
+            refused++;
+            CHECK(strstr(err.msg, mpath) != NULL, "mutation %d: message lacks the file: %s", it,
+                  err.msg);
+        }
+    }
+    free(orig);
+    CHECK(refused > 0 && opened + refused == MUTATIONS, "mutations: %d opened, %d refused", opened,
+          refused);
+    if (getenv("VERBOSE"))
+        printf("  mutations: %d opened, %d refused\n", opened, refused);
+}
+
 static void test_f16(void)
 {
     CHECK(hy_f16_to_f32(0x3c00) == 1.0f, "f16 1.0");
@@ -203,13 +308,57 @@ static void test_f16(void)
     CHECK(hy_f32_to_bf16(1.01171875f) == 0x3f82, "bf16 ties to even (up)");
 }
 
+static void hex(const uint8_t d[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+/* FIPS 180-4 example vectors, one-shot and fed in uneven pieces. */
+static void test_sha256(void)
+{
+    static const struct { const char *msg; long repeat; const char *want; } v[] = {
+        { "", 1, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+        { "abc", 1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+        { "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 1,
+          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1" },
+        { "a", 1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0" },
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        hy_sha256 c;
+        uint8_t d[32];
+        char h[65];
+        hy_sha256_init(&c);
+        for (long r = 0; r < v[i].repeat; r++)
+            hy_sha256_update(&c, v[i].msg, strlen(v[i].msg));
+        hy_sha256_final(&c, d);
+        hex(d, h);
+        CHECK(strcmp(h, v[i].want) == 0, "sha256 vector %zu: %s", i, h);
+    }
+    /* 1000 bytes in pieces of 1..63 bytes == one update. */
+    uint8_t buf[1000], d1[32], d2[32];
+    hy_sha256 a, b;
+    for (int i = 0; i < 1000; i++)
+        buf[i] = (uint8_t)(i * 7 + 3);
+    hy_sha256_init(&a);
+    hy_sha256_update(&a, buf, sizeof(buf));
+    hy_sha256_final(&a, d1);
+    hy_sha256_init(&b);
+    for (size_t o = 0, step = 1; o < sizeof(buf); o += step, step = step % 63 + 1)
+        hy_sha256_update(&b, buf + o, o + step > sizeof(buf) ? sizeof(buf) - o : step);
+    hy_sha256_final(&b, d2);
+    CHECK(memcmp(d1, d2, 32) == 0, "sha256 chunked != one-shot");
+}
+
 int main(void)
 {
+    test_sha256();
     tmp_dir = hy_test_tmpdir();
     if (!tmp_dir)
         return 1;
     test_roundtrip();
     test_corrupt();
+    test_mutations();
     test_f16();
     hy_test_rmtree(tmp_dir);
     free(tmp_dir);

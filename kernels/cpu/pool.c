@@ -11,6 +11,8 @@
  * Longer spins only burn CPU that a preempted sibling thread needs. */
 #define POOL_SPIN 2000
 
+typedef struct pool_range pool_range;
+
 struct cpu_pool {
     int n;                       /* threads including the caller */
     pthread_t *th;               /* [n-1] workers */
@@ -23,7 +25,20 @@ struct cpu_pool {
     cpu_task_fn fn;
     void *arg;
     int64_t n_items, grain;
+    bool split;
+    pool_range *ranges;          /* [n] split schedule: what each thread has left */
 };
+
+/* One thread's remaining items [lo, hi), packed in one word so that its
+ * owner (taking from lo) and a thief (taking from hi) never overlap. */
+struct pool_range {
+    _Alignas(64) atomic_uint_fast64_t v;
+};
+
+static inline uint64_t range_pack(int64_t lo, int64_t hi)
+{
+    return (uint64_t)lo | (uint64_t)hi << 32;
+}
 
 typedef struct pool_worker_arg {
     cpu_pool *p;
@@ -37,7 +52,8 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static void pool_work(cpu_pool *p, int tid)
+/* Claims chunks of grain items until none is left (dynamic schedule). */
+static void pool_work_dynamic(cpu_pool *p, int tid)
 {
     for (;;) {
         int64_t b = atomic_fetch_add(&p->next, p->grain);
@@ -46,6 +62,45 @@ static void pool_work(cpu_pool *p, int tid)
         int64_t e = b + p->grain < p->n_items ? b + p->grain : p->n_items;
         p->fn(p->arg, b, e, tid);
     }
+}
+
+/* Split schedule: each thread streams its own contiguous range front to
+ * back (long runs for the hardware prefetchers), then takes grains from the
+ * back of the others' ranges, so a preempted thread delays nobody. */
+static void pool_work_split(cpu_pool *p, int tid)
+{
+    for (int k = 0; k < p->n; k++) {
+        pool_range *r = &p->ranges[(tid + k) % p->n];
+        bool own = k == 0;
+        for (;;) {
+            uint64_t v = atomic_load(&r->v);
+            int64_t lo = (int64_t)(v & 0xffffffffu), hi = (int64_t)(v >> 32), b, e;
+            if (lo >= hi)
+                break;
+            if (own) {
+                b = lo;
+                e = lo + p->grain < hi ? lo + p->grain : hi;
+                if (!atomic_compare_exchange_weak(&r->v, &v, range_pack(e, hi)))
+                    continue;
+            } else {
+                e = hi;
+                b = (hi - 1) / p->grain * p->grain;   /* grain-aligned, like the owner's chunks */
+                if (b < lo)
+                    b = lo;
+                if (!atomic_compare_exchange_weak(&r->v, &v, range_pack(lo, b)))
+                    continue;
+            }
+            p->fn(p->arg, b, e, tid);
+        }
+    }
+}
+
+static void pool_work(cpu_pool *p, int tid)
+{
+    if (p->split)
+        pool_work_split(p, tid);
+    else
+        pool_work_dynamic(p, tid);
 }
 
 static void *pool_worker(void *v)
@@ -91,7 +146,8 @@ int cpu_pool_new(int threads, cpu_pool **out, hy_err *err)
     pthread_cond_init(&p->cv_start, NULL);
     pthread_cond_init(&p->cv_done, NULL);
     p->th = calloc((size_t)p->n, sizeof(pthread_t));
-    if (!p->th) {
+    p->ranges = aligned_alloc(64, (size_t)p->n * sizeof(pool_range));
+    if (!p->th || !p->ranges) {
         cpu_pool_free(p);
         return hy_err_set(err, -ENOMEM, "cpu backend: out of memory for the thread pool");
     }
@@ -129,6 +185,7 @@ void cpu_pool_free(cpu_pool *p)
     pthread_cond_destroy(&p->cv_done);
     pthread_mutex_destroy(&p->mu);
     free(p->th);
+    free(p->ranges);
     free(p);
 }
 
@@ -138,6 +195,11 @@ int cpu_pool_threads(const cpu_pool *p)
 }
 
 void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *arg)
+{
+    cpu_pool_run_sched(p, n, grain, false, fn, arg);
+}
+
+void cpu_pool_run_sched(cpu_pool *p, int64_t n, int64_t grain, bool split, cpu_task_fn fn, void *arg)
 {
     if (n <= 0)
         return;
@@ -151,7 +213,16 @@ void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *a
     p->arg = arg;
     p->n_items = n;
     p->grain = grain;
+    p->split = split && n < ((int64_t)1 << 31);
     atomic_store(&p->next, 0);
+    if (p->split) {
+        int64_t grains = (n + grain - 1) / grain;
+        int64_t per = (grains + p->n - 1) / p->n * grain;
+        for (int t = 0; t < p->n; t++) {
+            int64_t lo = per * t < n ? per * t : n, hi = per * (t + 1) < n ? per * (t + 1) : n;
+            atomic_store(&p->ranges[t].v, range_pack(lo, hi));
+        }
+    }
     atomic_store(&p->pending, p->n - 1);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->gen, 1);
