@@ -2,6 +2,7 @@
 #include "engine/hymba.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,9 +243,31 @@ static int32_t argmax(const float *v, int n)
  * to mmap and page faults cost more than the sampling itself. */
 static _Thread_local struct { void *p; size_t cap; } scratch[2];
 
+/* A thread that exits (hymbad's scheduler at shutdown) frees its scratch:
+ * a key destructor runs in the exiting thread while its TLS is still there. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < 2; i++) {
+        free(scratch[i].p);
+        scratch[i].p = NULL;
+        scratch[i].cap = 0;
+    }
+}
+
+static void scratch_key_create(void)
+{
+    pthread_key_create(&scratch_key, scratch_release);
+}
+
 static void *scratch_get(int slot, size_t bytes)
 {
     if (scratch[slot].cap < bytes) {
+        pthread_once(&scratch_once, scratch_key_create);
+        pthread_setspecific(scratch_key, &scratch);   /* non-NULL: the destructor runs */
         void *p = realloc(scratch[slot].p, bytes);
         if (!p)
             return NULL;
