@@ -200,13 +200,11 @@ static void attn_task(void *v, int64_t begin, int64_t end, int tid)
 {
     fwd *f = v;
     const hy_arch *a = f->a;
-    const cpu_layer *ly = &f->m->L[f->layer];
     int hd = a->head_dim, vd = a->v_head_dim;
     int group = a->n_heads / a->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)hd));
     float *sc = f->scores + (size_t)tid * f->max_keys;
     kv_span sp[MAX_SPANS];
-    (void)ly;
 
     for (int64_t t = begin; t < end; t++) {
         int r = (int)(t / a->n_heads), h = (int)(t % a->n_heads);

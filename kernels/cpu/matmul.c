@@ -236,6 +236,39 @@ AVX_TILE(tile_f16_a2, ld8_f16, HY_DT_F16, 2)
 AVX_TILE(tile_f16_a3, ld8_f16, HY_DT_F16, 3)
 
 /*
+ * Batch-1 bf16 stream without the widening shuffle: a 32-bit lane holding
+ * the bf16 pair (2k, 2k+1) gives element 2k as fp32 by a left shift and
+ * element 2k+1 by masking the low half.  The activations are pre-split per
+ * 16 columns into [8 even | 8 odd] (xeo), once per matmul call.
+ */
+static AVX_TARGET void tile_bf16_eo1(const void *const *wr, const float *xeo, const float *x, int cols,
+                                     float *out)
+{
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[ROWS_PER_TILE][2];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < ROWS_PER_TILE; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m256 xe = _mm256_loadu_ps(xeo + c), xo = _mm256_loadu_ps(xeo + c + 8);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < ROWS_PER_TILE; r++) {
+            __m256i w = _mm256_loadu_si256((const __m256i *)((const uint16_t *)wr[r] + c));
+            acc[r][0] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w, 16)), xe, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w, hi)), xo, acc[r][1]);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < ROWS_PER_TILE; r++) {
+        float s = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for (int cc = c; cc < cols; cc++)
+            s += cpu_bf16_to_f32(((const uint16_t *)wr[r])[cc]) * x[cc];
+        out[r * POS_PER_TILE] = s;
+    }
+}
+
+/*
  * Prefill (many positions): a task's PANEL_ROWS weight rows are converted once
  * into an fp32 panel stored column-major (panel[c][r]), then a PANEL_POS x
  * PANEL_ROWS block of outputs is accumulated in registers by broadcasting one
@@ -357,6 +390,7 @@ typedef struct mm_args {
     bool accumulate;
     tile_fn tiles[POS_PER_TILE];
     float *panels;        /* [threads][cols][PANEL_ROWS] or NULL: tile kernels */
+    float *xeo;           /* [cols] x split even/odd per 16 columns (bf16, one position) or NULL */
 } mm_args;
 
 static void mm_store(const mm_args *a, int p, int64_t r0, const float *vals, int nr, int stride)
@@ -427,7 +461,12 @@ static void mm_task(void *v, int64_t begin, int64_t end, int tid)
                 const float *xr[POS_PER_TILE];
                 for (int q = 0; q < np; q++)
                     xr[q] = a->x + (size_t)(p + q) * a->ldx;
-                a->tiles[np - 1](wr, xr, W->cols, out);
+#if defined(__x86_64__)
+                if (a->xeo)
+                    tile_bf16_eo1(wr, a->xeo, xr[0], W->cols, out);
+                else
+#endif
+                    a->tiles[np - 1](wr, xr, W->cols, out);
                 for (int q = 0; q < np; q++)
                     mm_store(a, p + q, r0, out + q, nr, POS_PER_TILE);
             }
@@ -453,6 +492,16 @@ void cpu_matmul(cpu_pool *pool, const cpu_mat *W, const float *x, int n, int ldx
         a.panels = malloc((size_t)cpu_pool_threads(pool) * W->cols * PANEL_ROWS * sizeof(float));
         grain = PANEL_ROWS;   /* == ROWS_PER_TASK: one panel per task */
     }
+    if (n == 1 && W->dt == HY_DT_BF16 && cpu_use_avx2()) {
+        a.xeo = malloc((size_t)W->cols * sizeof(float));
+        if (a.xeo)
+            for (int c = 0; c + 16 <= W->cols; c += 16)
+                for (int k = 0; k < 8; k++) {
+                    a.xeo[c + k] = x[c + 2 * k];
+                    a.xeo[c + 8 + k] = x[c + 2 * k + 1];
+                }
+    }
     cpu_pool_run_sched(pool, W->rows, grain, stream, mm_task, &a);
     free(a.panels);
+    free(a.xeo);
 }
