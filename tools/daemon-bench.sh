@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# daemon-bench.sh: hymba-load against hymbad on a private bus with a tiny mkmodel model (the figures of bench/RESULTS-daemon.md).
+# daemon-bench.sh: hymba-load against hymbad on a private bus with a tiny mkmodel model (the figures of the daemon section of bench/RESULTS.md).
 #   tools/daemon-bench.sh BUILDDIR [hymba-load options...]   (default: -c 1, 4, 8 clients x 20 requests x 64 tokens, 3 rounds)
 set -euo pipefail
 build=$(cd "${1:?usage: daemon-bench.sh BUILDDIR [hymba-load options]}" && pwd)
