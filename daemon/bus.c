@@ -28,7 +28,7 @@ static int64_t mono_usec(void)
 
 /* The caller's UID as the bus driver vouches for it (never the payload).
  * Unique names are never reused, so the answer is cached per name. */
-static int caller_uid(hyd_ctx *c, sd_bus_message *m, uid_t *uid, sd_bus_error *error)
+int hyd_bus_caller_uid(hyd_ctx *c, sd_bus_message *m, uid_t *uid, sd_bus_error *error)
 {
     const char *sender = sd_bus_message_get_sender(m);
     sd_bus_creds *creds = NULL;
@@ -172,7 +172,7 @@ static int sampling_resolve(const Hymba__V1__Sampling *in, hy_sampling *out, uin
 }
 
 /* A session id field: the right shape, and a session of this caller. */
-static int session_lookup(hyd_ctx *c, const char *id, uid_t uid, hyd_session **out, sd_bus_error *error)
+int hyd_bus_session_lookup(hyd_ctx *c, const char *id, uid_t uid, hyd_session **out, sd_bus_error *error)
 {
     hyd_session *s = NULL;
 
@@ -213,7 +213,7 @@ static int method_create_session(sd_bus_message *m, void *userdata, sd_bus_error
     uid_t uid;
     int r;
 
-    r = caller_uid(c, m, &uid, error);
+    r = hyd_bus_caller_uid(c, m, &uid, error);
     if (r < 0)
         return r;
     r = wire_read(m, &hymba__v1__create_session_request__descriptor, c->cfg.max_payload_bytes,
@@ -250,7 +250,7 @@ static int method_list_sessions(sd_bus_message *m, void *userdata, sd_bus_error 
     uid_t uid;
     int r;
 
-    r = caller_uid(c, m, &uid, error);
+    r = hyd_bus_caller_uid(c, m, &uid, error);
     if (r < 0)
         return r;
     r = wire_read(m, &hymba__v1__list_sessions_request__descriptor, c->cfg.max_payload_bytes,
@@ -305,7 +305,7 @@ static int method_status(sd_bus_message *m, void *userdata, sd_bus_error *error)
     uid_t uid;
     int r;
 
-    r = caller_uid(c, m, &uid, error);
+    r = hyd_bus_caller_uid(c, m, &uid, error);
     if (r < 0)
         return r;
     r = wire_read(m, &hymba__v1__status_request__descriptor, c->cfg.max_payload_bytes,
@@ -351,14 +351,14 @@ static int method_get_session(sd_bus_message *m, void *userdata, sd_bus_error *e
     uid_t uid;
     int r;
 
-    r = caller_uid(c, m, &uid, error);
+    r = hyd_bus_caller_uid(c, m, &uid, error);
     if (r < 0)
         return r;
     r = wire_read(m, &hymba__v1__get_session_request__descriptor, c->cfg.max_payload_bytes,
                   (ProtobufCMessage **)&req, error);
     if (r < 0)
         return r;
-    r = session_lookup(c, req->session_id, uid, &s, error);
+    r = hyd_bus_session_lookup(c, req->session_id, uid, &s, error);
     if (r < 0)
         return r;
     r = hyd_session_copy_msgs(s, &msgs, &n_msgs, NULL, NULL);
@@ -421,14 +421,14 @@ static int method_delete_session(sd_bus_message *m, void *userdata, sd_bus_error
     uid_t uid;
     int r;
 
-    r = caller_uid(c, m, &uid, error);
+    r = hyd_bus_caller_uid(c, m, &uid, error);
     if (r < 0)
         return r;
     r = wire_read(m, &hymba__v1__delete_session_request__descriptor, c->cfg.max_payload_bytes,
                   (ProtobufCMessage **)&req, error);
     if (r < 0)
         return r;
-    r = session_lookup(c, req->session_id, uid, &s, error);
+    r = hyd_bus_session_lookup(c, req->session_id, uid, &s, error);
     if (r < 0)
         return r;
     hyd_session_unlink(&c->reg, s);
@@ -462,34 +462,12 @@ static void request_free(hyd_request *req)
     free(req);
 }
 
-static int method_send(sd_bus_message *m, void *userdata, sd_bus_error *error)
+/* The checks every new request passes (Send, Regenerate, Rewind): the daemon
+ * is not stopping, the session is idle, the caller's queue has room. */
+int hyd_bus_request_check(hyd_ctx *c, hyd_session *s, uid_t uid, sd_bus_error *error)
 {
-    hyd_ctx *c = userdata;
-    _cleanup_wire_ Hymba__V1__SendRequest *in = NULL;
-    Hymba__V1__SendReply reply = HYMBA__V1__SEND_REPLY__INIT;
-    hyd_request *req;
-    hyd_session *s;
-    int64_t n_tokens;
-    uid_t uid;
-    int r;
-
-    r = caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__send_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&in, error);
-    if (r < 0)
-        return r;
-    r = session_lookup(c, in->session_id, uid, &s, error);
-    if (r < 0)
-        return r;
     if (c->stopping)
         return sd_bus_error_setf(error, HYD_ERROR_SHUTTING_DOWN, "hymbad is shutting down");
-    if (!*in->text)
-        return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "the message is empty");
-    r = check_text("the message", in->text, c->cfg.max_message_bytes, error);
-    if (r < 0)
-        return r;
     if (s->active)
         return sd_bus_error_setf(error, HYD_ERROR_SESSION_BUSY,
                                  "session %s is still answering request %llu; wait for it or cancel it",
@@ -498,30 +476,32 @@ static int method_send(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return sd_bus_error_setf(error, HYD_ERROR_TOO_MANY_REQUESTS,
                                  "user %u has %u requests queued or running, the limit (max_queued_per_user)",
                                  (unsigned)uid, c->cfg.max_queued_per_user);
-    pthread_mutex_lock(&s->lock);
-    n_tokens = s->n_tokens;
-    pthread_mutex_unlock(&s->lock);
-    if (n_tokens + 1 >= c->max_ctx)
-        return sd_bus_error_setf(error, HYD_ERROR_CONTEXT_FULL,
-                                 "session %s holds %lld tokens, the context length is %lld: start a new session",
-                                 s->id, (long long)n_tokens, (long long)c->max_ctx);
+    return 0;
+}
+
+/* Queue a request that passed hyd_bus_request_check: reply with its id and
+ * queue position, then hand it to the scheduler.  text is taken over. */
+int hyd_bus_request_submit(hyd_ctx *c, sd_bus_message *m, hyd_session *s, uid_t uid, char *text,
+                           uint32_t max_new, bool ignore_eos)
+{
+    Hymba__V1__SendReply reply = HYMBA__V1__SEND_REPLY__INIT;
+    hyd_request *req;
+    int r;
 
     req = calloc(1, sizeof(*req));
-    if (!req)
-        return -ENOMEM;
-    req->sender = strdup(sd_bus_message_get_sender(m));
-    req->text = strdup(in->text);
-    if (!req->sender || !req->text) {
-        request_free(req);
+    if (!req || !text || !(req->sender = strdup(sd_bus_message_get_sender(m)))) {
+        free(text);
+        free(req);
         return -ENOMEM;
     }
+    req->text = text;
     req->id = ++c->next_request_id;
     req->session = s;
     req->uid = uid;
-    req->max_new_tokens = in->max_new_tokens ? in->max_new_tokens : c->cfg.default_max_new_tokens;
+    req->max_new_tokens = max_new ? max_new : c->cfg.default_max_new_tokens;
     if (req->max_new_tokens > c->cfg.max_new_tokens)
         req->max_new_tokens = c->cfg.max_new_tokens;
-    req->ignore_eos = in->ignore_eos;
+    req->ignore_eos = ignore_eos;
     req->t_accept = mono_usec();
     atomic_init(&req->cancel, 0);
 
@@ -543,6 +523,43 @@ static int method_send(sd_bus_message *m, void *userdata, sd_bus_error *error)
     return 1;
 }
 
+static int method_send(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+    hyd_ctx *c = userdata;
+    _cleanup_wire_ Hymba__V1__SendRequest *in = NULL;
+    hyd_session *s;
+    int64_t n_tokens;
+    uid_t uid;
+    int r;
+
+    r = hyd_bus_caller_uid(c, m, &uid, error);
+    if (r < 0)
+        return r;
+    r = wire_read(m, &hymba__v1__send_request__descriptor, c->cfg.max_payload_bytes,
+                  (ProtobufCMessage **)&in, error);
+    if (r < 0)
+        return r;
+    r = hyd_bus_session_lookup(c, in->session_id, uid, &s, error);
+    if (r < 0)
+        return r;
+    if (!*in->text)
+        return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "the message is empty");
+    r = check_text("the message", in->text, c->cfg.max_message_bytes, error);
+    if (r < 0)
+        return r;
+    r = hyd_bus_request_check(c, s, uid, error);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&s->lock);
+    n_tokens = s->n_tokens;
+    pthread_mutex_unlock(&s->lock);
+    if (n_tokens + 1 >= c->max_ctx)
+        return sd_bus_error_setf(error, HYD_ERROR_CONTEXT_FULL,
+                                 "session %s holds %lld tokens, the context length is %lld: start a new session",
+                                 s->id, (long long)n_tokens, (long long)c->max_ctx);
+    return hyd_bus_request_submit(c, m, s, uid, strdup(in->text), in->max_new_tokens, in->ignore_eos);
+}
+
 static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
     hyd_ctx *c = userdata;
@@ -550,7 +567,7 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
     uid_t uid;
     int r;
 
-    r = caller_uid(c, m, &uid, error);
+    r = hyd_bus_caller_uid(c, m, &uid, error);
     if (r < 0)
         return r;
     r = sd_bus_message_read(m, "t", &id);

@@ -53,5 +53,11 @@ void hyd_bus_cancel_all(hyd_ctx *c, int reason);
 void hyd_bus_drain_events(hyd_ctx *c);            /* after the scheduler stopped */
 void hyd_peers_free(hyd_ctx *c);
 void hyd_bus_notify_status(hyd_ctx *c);
+/* Shared by every method handler (bus.c and persist.c). */
+int hyd_bus_caller_uid(hyd_ctx *c, sd_bus_message *m, uid_t *uid, sd_bus_error *error);
+int hyd_bus_session_lookup(hyd_ctx *c, const char *id, uid_t uid, hyd_session **out, sd_bus_error *error);
+int hyd_bus_request_check(hyd_ctx *c, hyd_session *s, uid_t uid, sd_bus_error *error);
+int hyd_bus_request_submit(hyd_ctx *c, sd_bus_message *m, hyd_session *s, uid_t uid, char *text,
+                           uint32_t max_new, bool ignore_eos);
 
 #endif

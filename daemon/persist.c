@@ -527,102 +527,36 @@ out:
 
 /* ---- bus methods ------------------------------------------------------------- */
 
-static int caller(sd_bus_message *m, uid_t *uid, sd_bus_error *error)
-{
-    sd_bus_creds *creds = NULL;
-    int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
-
-    if (r >= 0)
-        r = sd_bus_creds_get_euid(creds, uid);
-    sd_bus_creds_unref(creds);
-    if (r < 0)
-        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "cannot determine the caller's user id");
-    return 0;
-}
-
-static int lookup(const char *id, uid_t uid, hyd_session **out, sd_bus_error *error)
-{
-    hyd_session *s = id && strlen(id) == HYD_SESSION_ID_LEN ? hyd_session_find(&P.ctx->reg, id, uid) : NULL;
-    const char *why;
-
-    if (!s && id && (why = hyd_persist_damaged(id, uid)))
-        return sd_bus_error_setf(error, HYD_ERROR_SESSION_DAMAGED, "session %s is damaged: %s", id, why);
-    if (!s)
-        return sd_bus_error_setf(error, HYD_ERROR_NO_SUCH_SESSION, "no such session: \"%.64s\"", id ? id : "");
-    *out = s;
-    return 0;
-}
-
-static int64_t mono_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Queue a new answer to the user message of `turn` (as Send does for a new message). */
 static int submit_answer(sd_bus_message *m, hyd_session *s, uid_t uid, uint32_t turn, uint32_t max_new,
                          bool ignore_eos, sd_bus_error *error)
 {
     hyd_ctx *c = P.ctx;
-    Hymba__V1__SendReply reply = HYMBA__V1__SEND_REPLY__INIT;
-    hyd_request *req;
-    unsigned live = 0;
     char *text = NULL;
+    size_t answers;
     int r;
 
-    if (c->stopping)
-        return sd_bus_error_setf(error, HYD_ERROR_SHUTTING_DOWN, "hymbad is shutting down");
-    if (s->active)
-        return sd_bus_error_setf(error, HYD_ERROR_SESSION_BUSY, "session %s is still answering request %llu",
-                                 s->id, (unsigned long long)s->active->id);
-    for (hyd_request *o = c->live; o; o = o->next_live)
-        live += o->uid == uid;
-    if (live >= c->cfg.max_queued_per_user)
-        return sd_bus_error_setf(error, HYD_ERROR_TOO_MANY_REQUESTS,
-                                 "user %u has %u requests queued or running, the limit (max_queued_per_user)",
-                                 (unsigned)uid, live);
+    r = hyd_bus_request_check(c, s, uid, error);
+    if (r < 0)
+        return r;
     pthread_mutex_lock(&s->lock);
-    size_t answers = s->n_msgs / 2;
+    answers = s->n_msgs / 2;
     if (turn < answers)
         text = strdup(s->msgs[2 * (size_t)turn].text);
     pthread_mutex_unlock(&s->lock);
     if (turn >= answers)
         return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "session %s has %zu answer(s); there is no "
                                  "answer %u (answers count from 0)", s->id, answers, turn);
-    req = calloc(1, sizeof(*req));
-    if (!req || !text || !(req->sender = strdup(sd_bus_message_get_sender(m)))) {
-        free(text);
-        free(req);
-        return -ENOMEM;
-    }
-    req->text = text;
-    req->id = ++c->next_request_id;
-    req->session = s;
-    req->uid = uid;
-    req->max_new_tokens = max_new ? max_new : c->cfg.default_max_new_tokens;
-    if (req->max_new_tokens > c->cfg.max_new_tokens)
-        req->max_new_tokens = c->cfg.max_new_tokens;
-    req->ignore_eos = ignore_eos;
-    req->t_accept = mono_usec();
-    atomic_init(&req->cancel, 0);
-    reply.request_id = req->id;
-    for (hyd_request *o = c->live; o; o = o->next_live)
-        reply.queue_position++;
-    r = wire_reply(m, &reply.base);
+    /* The session is idle (checked above), so the scheduler reads this only
+     * for the request queued below. */
+    ps_get(s)->rewind_turn = (int)turn;
+    r = hyd_bus_request_submit(c, m, s, uid, text, max_new, ignore_eos);
     if (r < 0) {
-        free(req->sender);
-        free(req->text);
-        free(req);
+        ps_get(s)->rewind_turn = -1;
         return r;
     }
-    ps_get(s)->rewind_turn = (int)turn;
-    req->next_live = c->live;
-    c->live = req;
-    s->active = req;
-    log_info("request %llu: session %s, answer %u again", (unsigned long long)req->id, s->id, turn);
-    hyd_sched_submit(c->sched, req);
-    return 1;
+    log_info("request %llu: session %s, answer %u again", (unsigned long long)s->active->id, s->id, turn);
+    return r;
 }
 
 static int method_regenerate(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -633,10 +567,10 @@ static int method_regenerate(sd_bus_message *m, void *userdata, sd_bus_error *er
     int r;
     (void)userdata;
 
-    if ((r = caller(m, &uid, error)) < 0 ||
+    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
         (r = wire_read(m, &hymba__v1__regenerate_request__descriptor, P.ctx->cfg.max_payload_bytes,
                        (ProtobufCMessage **)&in, error)) < 0 ||
-        (r = lookup(in->session_id, uid, &s, error)) < 0)
+        (r = hyd_bus_session_lookup(P.ctx, in->session_id, uid, &s, error)) < 0)
         return r;
     pthread_mutex_lock(&s->lock);
     size_t answers = s->n_msgs / 2;
@@ -654,10 +588,10 @@ static int method_rewind(sd_bus_message *m, void *userdata, sd_bus_error *error)
     int r;
     (void)userdata;
 
-    if ((r = caller(m, &uid, error)) < 0 ||
+    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
         (r = wire_read(m, &hymba__v1__rewind_request__descriptor, P.ctx->cfg.max_payload_bytes,
                        (ProtobufCMessage **)&in, error)) < 0 ||
-        (r = lookup(in->session_id, uid, &s, error)) < 0)
+        (r = hyd_bus_session_lookup(P.ctx, in->session_id, uid, &s, error)) < 0)
         return r;
     return submit_answer(m, s, uid, in->turn, in->max_new_tokens, in->ignore_eos, error);
 }
@@ -725,13 +659,13 @@ static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
     int fd, r;
     (void)userdata;
 
-    if ((r = caller(m, &uid, error)) < 0 ||
+    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
         (r = wire_read(m, &hymba__v1__export_request__descriptor, P.ctx->cfg.max_payload_bytes,
                        (ProtobufCMessage **)&in, error)) < 0)
         return r;
     if ((r = sd_bus_message_read(m, "h", &fd)) < 0)
         return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "Export needs a file descriptor (h) after the request");
-    if ((r = lookup(in->session_id, uid, &s, error)) < 0)
+    if ((r = hyd_bus_session_lookup(P.ctx, in->session_id, uid, &s, error)) < 0)
         return r;
     if (s->active)
         return sd_bus_error_setf(error, HYD_ERROR_SESSION_BUSY, "session %s is answering; export it afterwards", s->id);
@@ -761,7 +695,7 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
     int fd, r;
     (void)userdata;
 
-    if ((r = caller(m, &uid, error)) < 0 ||
+    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
         (r = wire_read(m, &hymba__v1__import_request__descriptor, c->cfg.max_payload_bytes,
                        (ProtobufCMessage **)&in, error)) < 0)
         return r;
