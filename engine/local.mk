@@ -6,10 +6,12 @@ engine_libhymba_a_SOURCES = \
 	engine/config.h engine/config.c \
 	engine/safetensors.h engine/safetensors.c \
 	engine/sha256.h engine/sha256.c \
+	engine/weights.c \
 	engine/model.c \
 	engine/seq.c \
 	engine/sampler.c \
-	engine/tok.h engine/tok.c \
+	engine/tok.h engine/tok_internal.h engine/tok.c engine/tok_util.c \
+	engine/tok_encode.c engine/tok_decode.c \
 	engine/chat.h engine/chat.c
 
 # Everything a program that uses the engine links, backends included.

@@ -1,4 +1,4 @@
-/* model_internal.h: the layout of hy_model and hy_seq, shared by engine/*.c only. */
+/* model_internal.h: the layout of hy_model and hy_seq, shared by the engine/ sources only. */
 #ifndef HYMBA_ENGINE_MODEL_INTERNAL_H
 #define HYMBA_ENGINE_MODEL_INTERNAL_H
 
@@ -25,7 +25,16 @@ struct hy_model {
     void *bm;                         /* backend model */
 };
 
+/* Backend-independent half of hy_model_load (engine/weights.c): read dir's
+ * config.json, derive the arch, map model.safetensors (or the shards its
+ * index names), bind and check every tensor, compute the fingerprint and the
+ * decode weight bytes.  m must be zeroed; hy_weights_close undoes it (also
+ * after a failed open). */
+int hy_weights_open(hy_model *m, const char *dir, hy_err *err);
+void hy_weights_close(hy_model *m);
+
 struct hy_seq {
+    hy_model *model;                  /* the model it was made for (hy_seq_free needs the backend) */
     void *st;                         /* backend state */
     int32_t *tokens;                  /* [cap] real token ids consumed */
     int64_t n_tokens, cap;

@@ -46,4 +46,33 @@ typedef struct hy_st_out {
 } hy_st_out;
 int hy_st_write(const char *path, const hy_st_out *t, size_t n, hy_err *err);
 
+/* Streaming variant for files larger than memory (hymba-mkmodel): the header
+ * is written from t[] (data ignored), then fill() is called once per tensor,
+ * in order, to produce its nbytes into buf. */
+typedef int (*hy_st_fill_fn)(void *user, size_t index, void *buf, size_t nbytes, hy_err *err);
+int hy_st_write_stream(const char *path, const hy_st_out *t, size_t n,
+                       hy_st_fill_fn fill, void *user, hy_err *err);
+
+size_t hy_st_dtype_size(hy_st_dtype dt);
+const char *hy_st_dtype_name(hy_st_dtype dt);
+/* Bytes of a tensor of this dtype and shape; -1 on overflow or a negative dim. */
+int64_t hy_st_nbytes(hy_st_dtype dt, int ndim, const int64_t *shape);
+
+/* Scalar conversions (round to nearest even for the narrowing ones). */
+static inline float hy_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } v = { .u = (uint32_t)h << 16 };
+    return v.f;
+}
+
+static inline uint16_t hy_f32_to_bf16(float f)
+{
+    union { float f; uint32_t u; } v = { .f = f };
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)      /* NaN: keep it quiet */
+        return (uint16_t)((v.u >> 16) | 0x40);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1)) >> 16);
+}
+
+float hy_f16_to_f32(uint16_t h);
+
 #endif

@@ -22,8 +22,13 @@ bool hy_tok_add_bos(const hy_tok *t);      /* tokenizer_config.json add_bos_toke
 int hy_tok_encode(const hy_tok *t, const char *text, size_t len, bool add_bos,
                   int32_t **ids, size_t *n_ids, hy_err *err);
 
-/* The piece string of one id (NULL if out of range). */
+/* The piece string of one id (NULL if out of range or a hole in the vocab).
+ * Added tokens give their content. */
 const char *hy_tok_piece(const hy_tok *t, int32_t id);
+/* True for added tokens marked special (skipped by skip_special decoding). */
+bool hy_tok_is_special(const hy_tok *t, int32_t id);
+/* tokenizer_config.json chat_template (the Jinja source), or NULL. */
+const char *hy_tok_chat_template(const hy_tok *t);
 
 /* Streaming decoder: push ids one at a time, get back only complete, valid
  * UTF-8 (byte-fallback pieces are held until their character is complete). */

@@ -1,1 +1,7 @@
 # Offline tools over the engine: hymba-run, hymba-bench, hymba-mkmodel (each owner adds its program).
+
+# hymba-mkmodel: random-weight checkpoint writer (engine-load).
+bin_PROGRAMS += tools/hymba-mkmodel
+tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c tools/mkmodel.h
+tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
+tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)

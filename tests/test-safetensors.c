@@ -1,0 +1,217 @@
+/* test-safetensors.c: round trip through hy_st_write/hy_st_open, then every kind of corrupt file. */
+#include "engine/safetensors.h"
+#include "tests/testutil.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *tmp_dir;
+
+static void tmp_path(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/%s", tmp_dir, name);
+}
+
+/* A file made by hand: 8-byte length (hlen_override or the header's), header, data_len zero bytes. */
+static void write_raw(const char *path, const char *header, uint64_t hlen_override, size_t data_len)
+{
+    FILE *fp = fopen(path, "wb");
+    size_t pad = (8 - strlen(header) % 8) % 8;   /* keep data 8-aligned, as writers do */
+    uint64_t hlen = hlen_override ? hlen_override : strlen(header) + pad;
+    uint8_t len8[8];
+
+    for (int i = 0; i < 8; i++)
+        len8[i] = (uint8_t)(hlen >> (8 * i));
+    fwrite(len8, 1, 8, fp);
+    fwrite(header, 1, strlen(header), fp);
+    for (size_t i = 0; i < pad; i++)
+        fputc(' ', fp);
+    for (size_t i = 0; i < data_len; i++)
+        fputc(0, fp);
+    fclose(fp);
+}
+
+/* Open must fail with a message naming the file and (if given) the tensor. */
+static void expect_bad(const char *what, const char *path, const char *tensor)
+{
+    hy_st_file *f = NULL;
+    hy_err err = { 0 };
+    int r = hy_st_open(path, &f, &err);
+
+    CHECK(r < 0 && !f, "%s: accepted", what);
+    CHECK(r >= 0 || strstr(err.msg, path), "%s: message \"%s\" does not name the file", what,
+          err.msg);
+    CHECK(r >= 0 || !tensor || strstr(err.msg, tensor),
+          "%s: message \"%s\" does not name tensor '%s'", what, err.msg, tensor);
+    if (r < 0 && getenv("VERBOSE"))
+        printf("  %s: %s\n", what, err.msg);
+    hy_st_close(f);
+}
+
+static void test_roundtrip(void)
+{
+    char path[4096];
+    float a[6] = { 1, -2, 3.5f, 0, 1e-3f, 7 };
+    uint16_t b[4] = { hy_f32_to_bf16(1.0f), hy_f32_to_bf16(-0.5f), hy_f32_to_bf16(3.0f), 0 };
+    int32_t c[5] = { 1, 2, 3, -4, 5 };
+    hy_st_out outs[] = {
+        { "alpha", HY_ST_F32, 2, { 2, 3 }, a },
+        { "beta.weight", HY_ST_BF16, 1, { 4 }, b },
+        { "gamma/ids", HY_ST_I32, 1, { 5 }, c },
+        { "empty", HY_ST_F32, 2, { 0, 3 }, NULL },
+        { "scalar", HY_ST_F32, 0, { 0 }, a },
+    };
+    hy_st_file *f;
+    hy_err err = { 0 };
+    const hy_st_tensor *t;
+
+    tmp_path(path, sizeof(path), "ok.safetensors");
+    CHECK(hy_st_write(path, outs, 5, &err) == 0, "write: %s", err.msg);
+    CHECK(hy_st_open(path, &f, &err) == 0, "open: %s", err.msg);
+    if (!f)
+        return;
+    CHECK(f->n_tensors == 5, "n_tensors %zu", f->n_tensors);
+    CHECK(f->header_len % 8 == 0, "header not padded to 8");
+    t = hy_st_find(f, "alpha");
+    CHECK(t && t->dtype == HY_ST_F32 && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3 &&
+          t->nbytes == sizeof(a) && memcmp(t->data, a, sizeof(a)) == 0, "alpha");
+    t = hy_st_find(f, "beta.weight");
+    CHECK(t && t->dtype == HY_ST_BF16 && hy_bf16_to_f32(((const uint16_t *)t->data)[1]) == -0.5f,
+          "beta");
+    t = hy_st_find(f, "gamma/ids");
+    CHECK(t && t->dtype == HY_ST_I32 && ((const int32_t *)t->data)[3] == -4, "gamma");
+    t = hy_st_find(f, "empty");
+    CHECK(t && t->nbytes == 0 && t->shape[0] == 0, "empty");
+    t = hy_st_find(f, "scalar");
+    CHECK(t && t->ndim == 0 && t->nbytes == 4 && *(const float *)t->data == 1.0f, "scalar");
+    CHECK(!hy_st_find(f, "delta"), "found a tensor that is not there");
+    hy_st_close(f);
+
+    /* Truncations of a valid file: every cut must be refused cleanly. */
+    FILE *fp = fopen(path, "rb");
+    fseek(fp, 0, SEEK_END);
+    long full = ftell(fp);
+    fclose(fp);
+    for (long cut = full - 1; cut >= 0; cut -= (cut > 40 ? 7 : 1)) {
+        char tp[4096];
+        tmp_path(tp, sizeof(tp), "trunc.safetensors");
+        fp = fopen(path, "rb");
+        FILE *out = fopen(tp, "wb");
+        for (long i = 0; i < cut; i++)
+            fputc(fgetc(fp), out);
+        fclose(fp);
+        fclose(out);
+        expect_bad("truncated", tp, NULL);
+    }
+    /* Cutting only data names the tensor whose bytes are gone (the last one, "scalar"). */
+    {
+        char tp[4096];
+        tmp_path(tp, sizeof(tp), "trunc-data.safetensors");
+        fp = fopen(path, "rb");
+        FILE *out = fopen(tp, "wb");
+        for (long i = 0; i < full - 2; i++)
+            fputc(fgetc(fp), out);
+        fclose(fp);
+        fclose(out);
+        expect_bad("truncated data", tp, "scalar");
+    }
+}
+
+static void test_corrupt(void)
+{
+    char p[4096];
+
+    tmp_path(p, sizeof(p), "bad.safetensors");
+
+    write_raw(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 1u << 20, 8);
+    expect_bad("header length past end", p, NULL);
+    write_raw(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", UINT64_MAX, 8);
+    expect_bad("header length 2^64-1", p, NULL);
+    write_raw(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 0, 8);
+    expect_bad("malformed JSON (unterminated)", p, NULL);
+    write_raw(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],,\"data_offsets\":[0,8]}}", 0, 8);
+    expect_bad("malformed JSON (syntax)", p, NULL);
+    write_raw(p, "[1, 2, 3]", 0, 8);
+    expect_bad("header not an object", p, NULL);
+    write_raw(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}xx", 0, 8);
+    expect_bad("garbage after JSON", p, NULL);
+    write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", 0, 24);
+    expect_bad("overlapping offsets", p, "'b'");
+    write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 0, 16);
+    expect_bad("identical offsets", p, "overlaps");
+    write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[250],\"data_offsets\":[0,1000]}}", 0, 24);
+    expect_bad("offset out of range", p, "'a'");
+    write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[9223372036854775804,"
+                 "9223372036854775808]}}", 0, 24);
+    expect_bad("offset near 2^63", p, "'a'");
+    write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,8]}}", 0, 24);
+    expect_bad("begin after end", p, "'a'");
+    write_raw(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 0, 24);
+    expect_bad("negative offset", p, "'a'");
+    write_raw(p, "{\"q\":{\"dtype\":\"Q4_K\",\"shape\":[2],\"data_offsets\":[0,8]}}", 0, 8);
+    expect_bad("unknown dtype", p, "'q'");
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 0, 24);
+    expect_bad("shape mismatch", p, "'s'");
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 0, 8);
+    expect_bad("negative dim", p, "'s'");
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4],"
+                 "\"data_offsets\":[0,8]}}", 0, 8);
+    expect_bad("shape overflow", p, "'s'");
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],"
+                 "\"data_offsets\":[0,4]}}", 0, 8);
+    expect_bad("too many dims", p, "'s'");
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[2]}}", 0, 8);
+    expect_bad("no data_offsets", p, "'s'");
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 0, 8);
+    expect_bad("one data offset", p, "'s'");
+    write_raw(p, "{\"s\":[1,2]}", 0, 8);
+    expect_bad("entry not an object", p, "'s'");
+    /* The header is padded to 8 bytes: offset 2 puts a float at an address 2 mod 4. */
+    write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 0, 8);
+    expect_bad("misaligned data", p, "'s'");
+    write_raw(p, "", 0, 0);
+    expect_bad("empty header", p, NULL);
+    FILE *fp = fopen(p, "wb");
+    fwrite("abc", 1, 3, fp);
+    fclose(fp);
+    expect_bad("3-byte file", p, NULL);
+    tmp_path(p, sizeof(p), "absent.safetensors");
+    expect_bad("missing file", p, NULL);
+
+    /* Gaps between tensors and __metadata__ are fine. */
+    tmp_path(p, sizeof(p), "gap.safetensors");
+    write_raw(p, "{\"__metadata__\":{\"format\":\"pt\"},"
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]},"
+                 "\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}   ", 0, 32);
+    hy_st_file *f = NULL;
+    hy_err err = { 0 };
+    CHECK(hy_st_open(p, &f, &err) == 0 && f->n_tensors == 2, "gap file refused: %s", err.msg);
+    hy_st_close(f);
+}
+
+static void test_f16(void)
+{
+    CHECK(hy_f16_to_f32(0x3c00) == 1.0f, "f16 1.0");
+    CHECK(hy_f16_to_f32(0xc000) == -2.0f, "f16 -2.0");
+    CHECK(hy_f16_to_f32(0x0001) == 5.9604644775390625e-08f, "f16 min subnormal");
+    CHECK(hy_f16_to_f32(0x7bff) == 65504.0f, "f16 max");
+    CHECK(hy_f32_to_bf16(1.0f) == 0x3f80, "bf16 1.0");
+    CHECK(hy_f32_to_bf16(1.00390625f) == 0x3f80, "bf16 ties to even (down)");
+    CHECK(hy_f32_to_bf16(1.01171875f) == 0x3f82, "bf16 ties to even (up)");
+}
+
+int main(void)
+{
+    tmp_dir = hy_test_tmpdir();
+    if (!tmp_dir)
+        return 1;
+    test_roundtrip();
+    test_corrupt();
+    test_f16();
+    hy_test_rmtree(tmp_dir);
+    free(tmp_dir);
+    return hy_test_done("test-safetensors");
+}
