@@ -1,11 +1,13 @@
 # sysint tests: units, bus policy, man pages, install layout, the demo.
 # Shell tests: each sources tests/sysint-common.sh and learns the configured directories from here.
 AM_TESTS_ENVIRONMENT += \
-	HYMBA_SBINDIR='$(sbindir)'; export HYMBA_SBINDIR;
+	HYMBA_SBINDIR='$(sbindir)'; export HYMBA_SBINDIR; \
+	HYMBA_PROGRAMS='$(bin_PROGRAMS) $(sbin_PROGRAMS)'; export HYMBA_PROGRAMS;
 
 SYSINT_TESTS = \
 	tests/test-units.sh \
-	tests/test-policy.sh
+	tests/test-policy.sh \
+	tests/test-manpages.sh
 TESTS += $(SYSINT_TESTS)
 dist_check_SCRIPTS = $(SYSINT_TESTS)
 EXTRA_DIST += tests/sysint-common.sh
