@@ -395,7 +395,7 @@ static char *st_header_build(const char *path, const hy_st_out *t, size_t n, siz
 
 static int st_write_all(FILE *fp, const void *p, size_t n)
 {
-    return fwrite(p, 1, n, fp) == n ? 0 : -1;
+    return n == 0 || fwrite(p, 1, n, fp) == n ? 0 : -1;
 }
 
 int hy_st_write_stream(const char *path, const hy_st_out *t, size_t n,

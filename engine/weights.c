@@ -324,7 +324,9 @@ static int open_config(hy_model *m, const char *dir, char **txt, size_t *len, hy
     r = hy_config_load(cpath, &m->cfg, err);
     if (r == 0 && (r = hy_config_arch(&m->cfg, &m->arch, err)) < 0) {
         char msg[HY_ERR_MSG_MAX];
-        snprintf(msg, sizeof(msg), "%s", err ? err->msg : "");
+        const char *m0 = err ? err->msg : "";
+        /* hy_config_arch says "config: ..."; name the actual file instead. */
+        snprintf(msg, sizeof(msg), "%s", strncmp(m0, "config: ", 8) == 0 ? m0 + 8 : m0);
         hy_err_set(err, r, "%s: %s", cpath, msg);
     }
     if (r == 0)

@@ -1,4 +1,5 @@
 /* test-model-load.c: checkpoint directories (mkmodel, sharded, golden) bind; bad ones are refused by name. */
+#include <config.h>   /* HAVE_CUDA */
 #include "engine/model_internal.h"
 #include "tests/testutil.h"
 
@@ -264,6 +265,16 @@ static void test_bad(void)
     json_object_put(cfg);
     write_edited(dir, "model.safetensors", NULL, 0, SIZE_MAX);
     open_expect("unsupported config", dir, false, "badcfg/config.json", "num_experts");
+
+    /* So does a config refused while deriving the arch (a global producer, SWA consumer). */
+    make_dir(dir, sizeof(dir), "badgroup");
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    cfg = json_object_from_file(path);
+    json_object_object_add(cfg, "kv_reuse_group", json_tokener_parse("[[0, 1]]"));
+    json_object_to_file(path, cfg);
+    json_object_put(cfg);
+    write_edited(dir, "model.safetensors", NULL, 0, SIZE_MAX);
+    open_expect("bad kv group", dir, false, "badgroup/config.json: field 'kv_reuse_group'", NULL);
 }
 
 /* Split the base checkpoint in two shards with an index; bindings must equal the single file's. */
@@ -353,6 +364,87 @@ static void test_sharded(void)
     open_expect("sharded again", dir, true, NULL, NULL);
 }
 
+/* Prefill ids and copy the last logits out; NULL on failure. */
+static float *logits_of(const char *dir, const int32_t *ids, int n)
+{
+    hy_load_opts o = { .backend = "cpu", .threads = 1 };
+    hy_model *m = NULL;
+    hy_seq *s = NULL;
+    hy_err err = { 0 };
+    float *out = NULL;
+
+    if (hy_model_load(dir, &o, &m, &err) == 0 && hy_seq_new(m, &s, &err) == 0 &&
+        hy_seq_prefill(m, s, ids, n, NULL, &err) == 0) {
+        int V = hy_model_arch(m)->vocab;
+        out = malloc((size_t)V * sizeof(float));
+        memcpy(out, hy_seq_logits(s), (size_t)V * sizeof(float));
+    }
+    CHECK(out, "%s: %s", dir, err.msg);
+    hy_seq_free(s);
+    hy_model_free(m);
+    return out;
+}
+
+/* The full load: backend choice, accessors, and single == sharded logits. */
+static void test_full_load(void)
+{
+    hy_load_opts o = { .backend = "cpu", .threads = 1 };
+    hy_model *m = NULL;
+    hy_model raw;
+    hy_err err = { 0 };
+    char dir[4096];
+    static const int32_t ids[] = { 1, 17, 300, 42, 5 };
+
+    CHECK(hy_model_load(base_dir, &o, &m, &err) == 0, "load cpu: %s", err.msg);
+    if (!m)
+        return;
+    memset(&raw, 0, sizeof(raw));
+    hy_weights_open(&raw, base_dir, &err);
+    CHECK(strcmp(hy_model_backend(m), "cpu") == 0, "backend %s", hy_model_backend(m));
+    CHECK(strcmp(hy_model_dir(m), base_dir) == 0, "dir");
+    CHECK(hy_model_config(m)->hidden_size == 64 && hy_model_arch(m)->n_layers == 4, "accessors");
+    CHECK(memcmp(hy_model_fingerprint(m), raw.fingerprint, HY_FINGERPRINT_LEN) == 0, "fingerprint");
+    CHECK(hy_model_weight_bytes(m) == raw.weight_bytes && raw.weight_bytes > 0, "weight bytes");
+    CHECK(hy_model_max_ctx(m) == 8192, "default max_ctx %lld", (long long)hy_model_max_ctx(m));
+    hy_backend_stats st;
+    hy_model_stats(m, &st);
+    CHECK(st.bytes_device > 0, "stats");
+    hy_weights_close(&raw);
+    hy_model_free(m);
+
+    o.max_ctx = 100;
+    CHECK(hy_model_load(base_dir, &o, &m, &err) == 0 && hy_model_max_ctx(m) == 100, "max_ctx");
+    hy_model_free(m);
+    m = NULL;
+    o.backend = "tpu";
+    CHECK(hy_model_load(base_dir, &o, &m, &err) < 0 && !m && strstr(err.msg, "tpu"),
+          "unknown backend: %s", err.msg);
+    o.backend = "auto";
+    CHECK(hy_model_load(base_dir, &o, &m, &err) == 0 && m, "auto: %s", err.msg);
+#ifndef HAVE_CUDA
+    CHECK(m && strcmp(hy_model_backend(m), "cpu") == 0, "auto without CUDA is not cpu");
+    hy_model_free(m);
+    m = NULL;
+    o.backend = "cuda";
+    CHECK(hy_model_load(base_dir, &o, &m, &err) < 0 && !m && strstr(err.msg, "CUDA"),
+          "cuda without CUDA: %s", err.msg);
+#endif
+    hy_model_free(m);
+    m = NULL;
+    snprintf(dir, sizeof(dir), "%s/missing", tmp_dir);
+    o.backend = "cpu";
+    CHECK(hy_model_load(dir, &o, &m, &err) < 0 && !m, "bad checkpoint through hy_model_load");
+    CHECK(hy_model_load(base_dir, NULL, &m, &err) == 0, "NULL opts: %s", err.msg);
+    hy_model_free(m);
+
+    /* The sharded copy computes bit-identical logits. */
+    snprintf(dir, sizeof(dir), "%s/sharded", tmp_dir);
+    float *a = logits_of(base_dir, ids, 5), *b = logits_of(dir, ids, 5);
+    CHECK(a && b && memcmp(a, b, 512 * sizeof(float)) == 0, "sharded logits differ");
+    free(a);
+    free(b);
+}
+
 /* The golden folders hold golden.safetensors next to model.safetensors: ignored. */
 static void test_golden(const char *shared)
 {
@@ -395,6 +487,7 @@ int main(void)
     test_good();
     test_bad();
     test_sharded();
+    test_full_load();
     if ((shared = hy_test_shared_dir()))
         test_golden(shared);
     hy_test_rmtree(tmp_dir);

@@ -1,5 +1,6 @@
 /* test-safetensors.c: round trip through hy_st_write/hy_st_open, then every kind of corrupt file. */
 #include "engine/safetensors.h"
+#include "engine/sha256.h"
 #include "tests/testutil.h"
 
 #include <stdint.h>
@@ -203,8 +204,51 @@ static void test_f16(void)
     CHECK(hy_f32_to_bf16(1.01171875f) == 0x3f82, "bf16 ties to even (up)");
 }
 
+static void hex(const uint8_t d[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+/* FIPS 180-4 example vectors, one-shot and fed in uneven pieces. */
+static void test_sha256(void)
+{
+    static const struct { const char *msg; long repeat; const char *want; } v[] = {
+        { "", 1, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+        { "abc", 1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" },
+        { "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 1,
+          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1" },
+        { "a", 1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0" },
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        hy_sha256 c;
+        uint8_t d[32];
+        char h[65];
+        hy_sha256_init(&c);
+        for (long r = 0; r < v[i].repeat; r++)
+            hy_sha256_update(&c, v[i].msg, strlen(v[i].msg));
+        hy_sha256_final(&c, d);
+        hex(d, h);
+        CHECK(strcmp(h, v[i].want) == 0, "sha256 vector %zu: %s", i, h);
+    }
+    /* 1000 bytes in pieces of 1..63 bytes == one update. */
+    uint8_t buf[1000], d1[32], d2[32];
+    hy_sha256 a, b;
+    for (int i = 0; i < 1000; i++)
+        buf[i] = (uint8_t)(i * 7 + 3);
+    hy_sha256_init(&a);
+    hy_sha256_update(&a, buf, sizeof(buf));
+    hy_sha256_final(&a, d1);
+    hy_sha256_init(&b);
+    for (size_t o = 0, step = 1; o < sizeof(buf); o += step, step = step % 63 + 1)
+        hy_sha256_update(&b, buf + o, o + step > sizeof(buf) ? sizeof(buf) - o : step);
+    hy_sha256_final(&b, d2);
+    CHECK(memcmp(d1, d2, 32) == 0, "sha256 chunked != one-shot");
+}
+
 int main(void)
 {
+    test_sha256();
     tmp_dir = hy_test_tmpdir();
     if (!tmp_dir)
         return 1;

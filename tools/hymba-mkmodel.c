@@ -456,6 +456,7 @@ static void usage(FILE *fp)
         "  --dtype bf16|f32       weight dtype (default bf16, or the config's torch_dtype)\n"
         "  --tokenizer-from DIR   copy the tokenizer files from DIR instead of generating them\n"
         "  --threads N            threads generating weights (default: online CPUs)\n"
+        "  --no-weights           write config.json and the tokenizer files only\n"
         "  -q, --quiet            no progress output\n"
         "  -h, --help             this help\n"
         "  -V, --version          version\n\n"
@@ -468,13 +469,13 @@ typedef struct mk_opts {
     const char *preset, *config, *tok_from, *outdir, *dtype;
     uint64_t seed;
     int threads;
-    bool quiet;
+    bool quiet, no_weights;
 } mk_opts;
 
 /* 0 ok, 1 exit now with success (help/version), 2 usage error. */
 static int parse_args(int argc, char **argv, mk_opts *o)
 {
-    enum { OPT_PRESET = 256, OPT_CONFIG, OPT_SEED, OPT_DTYPE, OPT_TOK, OPT_THREADS };
+    enum { OPT_PRESET = 256, OPT_CONFIG, OPT_SEED, OPT_DTYPE, OPT_TOK, OPT_THREADS, OPT_NOW };
     static const struct option lo[] = {
         { "preset", required_argument, NULL, OPT_PRESET },
         { "config", required_argument, NULL, OPT_CONFIG },
@@ -482,6 +483,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         { "dtype", required_argument, NULL, OPT_DTYPE },
         { "tokenizer-from", required_argument, NULL, OPT_TOK },
         { "threads", required_argument, NULL, OPT_THREADS },
+        { "no-weights", no_argument, NULL, OPT_NOW },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -513,6 +515,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
                 return 2;
             }
             break;
+        case OPT_NOW: o->no_weights = true; break;
         case 'q': o->quiet = true; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("hymba-mkmodel " PACKAGE_VERSION "\n"); return 1;
@@ -600,7 +603,7 @@ static int run(const mk_opts *o, hy_err *err)
         r = mk_tokenizer_copy(o->outdir, o->tok_from, err);
     else
         r = mk_tokenizer_write(o->outdir, &cfg, err);
-    if (r == 0)
+    if (r == 0 && !o->no_weights)
         r = write_model(&m, o->outdir, err);
 out:
     free(m.t);

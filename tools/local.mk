@@ -5,3 +5,8 @@ bin_PROGRAMS += tools/hymba-mkmodel
 tools_hymba_mkmodel_SOURCES = tools/hymba-mkmodel.c tools/mkmodel-tokenizer.c tools/mkmodel.h
 tools_hymba_mkmodel_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
+
+# hymba-run: offline prompt runner (engine-load).
+bin_PROGRAMS += tools/hymba-run
+tools_hymba_run_SOURCES = tools/hymba-run.c
+tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
