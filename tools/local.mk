@@ -10,3 +10,8 @@ tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
 bin_PROGRAMS += tools/hymba-run
 tools_hymba_run_SOURCES = tools/hymba-run.c
 tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
+
+# hymba-bench: throughput and roofline fraction (engine-cpu; backend-agnostic, hymba.h only).
+bin_PROGRAMS += tools/hymba-bench
+tools_hymba_bench_SOURCES = tools/hymba-bench.c
+tools_hymba_bench_LDADD = $(HYMBA_ENGINE_LIBS)

@@ -5,10 +5,11 @@
 #include <string.h>
 #include "kernels/cpu/cpu_internal.h"
 
-/* Pause iterations a waiting thread spins before sleeping: decode steps issue
- * hundreds of short parallel regions per token, and a futex wake per region
- * would cost more than the region itself. */
-#define POOL_SPIN 20000
+/* Pause iterations a waiting thread spins before sleeping (tens of
+ * microseconds): decode steps issue hundreds of short parallel regions per
+ * token, and a futex wake per region would cost more than the region itself.
+ * Longer spins only burn CPU that a preempted sibling thread needs. */
+#define POOL_SPIN 2000
 
 struct cpu_pool {
     int n;                       /* threads including the caller */
