@@ -1,7 +1,9 @@
-/* hymba-run: load a Hymba checkpoint, run a prompt of token ids, dump logits, generate. */
+/* hymba-run: load a Hymba checkpoint, run a prompt (token ids or text), dump logits, generate, chat. */
 #include <config.h>   /* PACKAGE_VERSION */
 #include "engine/hymba.h"
 #include "engine/safetensors.h"
+#include "engine/tok.h"
+#include "tools/textio.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +24,10 @@ typedef struct run_opts {
     const char *tokens;      /* "1,5,9" */
     const char *dump_logits;
     const char *backend;
+    const char *prompt;      /* -p TEXT */
+    const char *tokenize;    /* --tokenize TEXT */
+    const char *detokenize;  /* --detokenize IDS */
+    const char *system;      /* --system TEXT (chat) */
     int n_gen;
     int threads;
     long long max_ctx;
@@ -29,6 +35,7 @@ typedef struct run_opts {
     float temp, top_p, min_p, repeat_penalty;
     int top_k, repeat_last_n;
     bool ref_window, rope_bf16, ignore_eos, verbose, help, version;
+    bool chat, no_bos, skip_special;
 } run_opts;
 
 /* ---- table-driven options: add a row (and use the field) to add an option ---- */
@@ -49,8 +56,15 @@ typedef struct opt_def {
 static const opt_def opt_table[] = {
     { "model", 'm', ARG_STR, F(model), "DIR", 0, 0, "model directory (config.json, model.safetensors)" },
     { "tokens", 0, ARG_STR, F(tokens), "IDS", 0, 0, "prompt as comma-separated token ids, used as given (no BOS added)" },
+    { "prompt", 'p', ARG_STR, F(prompt), "TEXT", 0, 0, "prompt as text (BOS as add_bos_token says); prints the continuation as it is generated" },
+    { "chat", 0, ARG_FLAG, F(chat), NULL, 0, 0, "chat with the model's chat template: a REPL on stdin, or one turn with -p TEXT" },
+    { "system", 0, ARG_STR, F(system), "TEXT", 0, 0, "--chat: a system message" },
+    { "tokenize", 0, ARG_STR, F(tokenize), "TEXT", 0, 0, "print the token ids of TEXT comma-separated (tokenizer files only, no weights needed)" },
+    { "no-bos", 0, ARG_FLAG, F(no_bos), NULL, 0, 0, "--tokenize: no BOS even if add_bos_token is true" },
+    { "detokenize", 0, ARG_STR, F(detokenize), "IDS", 0, 0, "print the text of comma-separated token ids (tokenizer files only)" },
+    { "skip-special", 0, ARG_FLAG, F(skip_special), NULL, 0, 0, "--detokenize: leave out special tokens such as <s>" },
     { "dump-logits", 0, ARG_STR, F(dump_logits), "FILE", 0, 0, "write F32 logits of every prompt position: safetensors tensor 'logits' [T, vocab]" },
-    { "n-predict", 'n', ARG_INT, F(n_gen), "N", 0, INT_MAX, "tokens to generate (default 0: print the top next tokens)" },
+    { "n-predict", 'n', ARG_INT, F(n_gen), "N", 0, INT_MAX, "tokens to generate (default 0: print the top next tokens; 256 with -p/--chat)" },
     { "backend", 0, ARG_STR, F(backend), "NAME", 0, 0, "cpu, cuda or auto (default auto)" },
     { "threads", 't', ARG_INT, F(threads), "N", 0, 4096, "CPU threads (default: all cores)" },
     { "max-ctx", 0, ARG_LL, F(max_ctx), "N", 0, 1e12, "real tokens a sequence may hold (default: max_position_embeddings)" },
@@ -74,7 +88,10 @@ static const opt_def opt_table[] = {
 static void usage(FILE *fp)
 {
     fprintf(fp, "Usage: hymba-run -m DIR --tokens IDS [OPTION]...\n"
-                "Run a prompt through a Hymba checkpoint; dump logits or generate tokens.\n\n");
+                "       hymba-run -m DIR -p TEXT [OPTION]...\n"
+                "       hymba-run -m DIR --chat [-p TEXT] [--system TEXT] [OPTION]...\n"
+                "       hymba-run -m DIR --tokenize TEXT [--no-bos] | --detokenize IDS\n"
+                "Run a prompt through a Hymba checkpoint; dump logits, generate tokens or text, chat.\n\n");
     for (size_t i = 0; i < N_OPTS; i++) {
         const opt_def *o = &opt_table[i];
         char left[64], sh[8] = "    ";
@@ -276,6 +293,61 @@ static int generate(hy_model *m, hy_seq *s, const run_opts *o, hy_err *err)
     return r;
 }
 
+/* --tokenize / --detokenize: the tokenizer files only, no weights. */
+static int run_tok_only(const run_opts *o)
+{
+    hy_tok *t = NULL;
+    hy_err err = { 0 };
+    int r = hy_tok_load(o->model, &t, &err);
+
+    if (r < 0) {
+        fprintf(stderr, "hymba-run: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    r = o->tokenize ? hy_textio_tokenize(t, o->tokenize, hy_tok_add_bos(t) && !o->no_bos, stdout, &err)
+                    : hy_textio_detokenize(t, o->detokenize, o->skip_special, stdout, &err);
+    hy_tok_free(t);
+    if (r < 0) {
+        fprintf(stderr, "hymba-run: %s\n", err.msg);
+        return r == -EINVAL ? EXIT_USAGE : EXIT_RUNTIME;   /* -EINVAL: a malformed id list */
+    }
+    return 0;
+}
+
+/* -p TEXT and --chat: text in, streamed text out. */
+static int run_text(const run_opts *o)
+{
+    hy_load_opts lo = { .backend = o->backend, .threads = o->threads, .max_ctx = o->max_ctx,
+                        .num = { .ref_decode_window = o->ref_window,
+                                 .rope_bf16_freq = o->rope_bf16 },
+                        .verbose = o->verbose };
+    hy_textio_opts to;
+    hy_err err = { 0 };
+    hy_model *m = NULL;
+    hy_tok *t = NULL;
+    int r;
+
+    hy_textio_opts_default(&to);
+    if (o->n_gen > 0)
+        to.max_new_tokens = o->n_gen;
+    to.sampling.temperature = o->temp;
+    to.sampling.top_k = o->top_k;
+    to.sampling.top_p = o->top_p;
+    to.sampling.min_p = o->min_p;
+    to.sampling.repeat_penalty = o->repeat_penalty;
+    to.sampling.repeat_last_n = o->repeat_last_n;
+    to.seed = o->seed;
+    to.system = o->system;
+    if ((r = hy_tok_load(o->model, &t, &err)) == 0 && (r = hy_model_load(o->model, &lo, &m, &err)) == 0)
+        r = o->chat ? hy_textio_chat(m, t, o->prompt, &to, stdin, stdout, &err)
+                    : hy_textio_complete(m, t, o->prompt, &to, stdout, &err);
+    if (r < 0)
+        fprintf(stderr, "hymba-run: %s\n", err.msg);
+    hy_model_free(m);
+    hy_tok_free(t);
+    return r < 0 ? EXIT_RUNTIME : 0;
+}
+
 static int run(const run_opts *o, const int32_t *ids, int T)
 {
     hy_load_opts lo = { .backend = o->backend, .threads = o->threads, .max_ctx = o->max_ctx,
@@ -355,11 +427,20 @@ int main(int argc, char **argv)
         printf("hymba-run " PACKAGE_VERSION "\n");
         return 0;
     }
-    if (!o.model || !o.tokens) {
-        fprintf(stderr, "hymba-run: %s is required\nTry 'hymba-run --help'.\n",
-                !o.model ? "-m DIR" : "--tokens IDS");
+    if ((!!o.tokens + !!o.tokenize + !!o.detokenize + !!(o.prompt || o.chat)) > 1) {
+        fprintf(stderr, "hymba-run: use one of --tokens, -p/--chat, --tokenize, --detokenize\n"
+                "Try 'hymba-run --help'.\n");
         return EXIT_USAGE;
     }
+    if (!o.model || !(o.tokens || o.tokenize || o.detokenize || o.prompt || o.chat)) {
+        fprintf(stderr, "hymba-run: %s is required\nTry 'hymba-run --help'.\n",
+                !o.model ? "-m DIR" : "--tokens IDS, -p TEXT, --chat, --tokenize or --detokenize");
+        return EXIT_USAGE;
+    }
+    if (o.tokenize || o.detokenize)
+        return run_tok_only(&o);
+    if (o.prompt || o.chat)
+        return run_text(&o);
     if (!(ids = parse_ids(o.tokens, &T)))
         return EXIT_USAGE;
     rc = run(&o, ids, T);

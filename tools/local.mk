@@ -8,10 +8,15 @@ tools_hymba_mkmodel_LDADD = $(HYMBA_ENGINE_LIBS)
 
 # hymba-run: offline prompt runner (engine-load).
 bin_PROGRAMS += tools/hymba-run
-tools_hymba_run_SOURCES = tools/hymba-run.c
+tools_hymba_run_SOURCES = tools/hymba-run.c tools/textio.c tools/textio.h
 tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
 
 # hymba-bench: throughput and roofline fraction (engine-cpu; backend-agnostic, hymba.h only).
 bin_PROGRAMS += tools/hymba-bench
 tools_hymba_bench_SOURCES = tools/hymba-bench.c
 tools_hymba_bench_LDADD = $(HYMBA_ENGINE_LIBS)
+
+# hymba-tokbench: tokenizer encode MB/s and the benchmark text generator (tok).
+noinst_PROGRAMS += tools/hymba-tokbench
+tools_hymba_tokbench_SOURCES = tools/hymba-tokbench.c
+tools_hymba_tokbench_LDADD = $(HYMBA_ENGINE_LIBS)

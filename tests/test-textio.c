@@ -1,0 +1,171 @@
+/* test-textio.c: hymba-run's text features: tokenize/detokenize on the real tokenizer, completion and chat on a tiny random model. */
+#include "tools/textio.h"
+#include "engine/chat.h"
+#include "tests/testutil.h"
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Output of the functions under test goes to a memory buffer. */
+static void capture_begin(FILE **f, char **buf, size_t *len)
+{
+    *f = open_memstream(buf, len);
+}
+
+static void check_real_tokenizer(const char *shared)
+{
+    char dir[4200], *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+    hy_tok *t = NULL;
+    hy_err err = {0};
+
+    snprintf(dir, sizeof(dir), "%s/testdata/hymba-1.5b-config", shared);
+    if (hy_tok_load(dir, &t, &err) < 0) {
+        CHECK(0, "load: %s", err.msg);
+        return;
+    }
+    /* vectors.jsonl: "ab" -> [1, 633] */
+    capture_begin(&f, &buf, &len);
+    CHECK(hy_textio_tokenize(t, "ab", true, f, &err) == 0, "tokenize");
+    CHECK(hy_textio_tokenize(t, "ab", false, f, &err) == 0, "tokenize --no-bos");
+    fclose(f);
+    CHECK(strcmp(buf, "1,633\n633\n") == 0, "tokenize output [%s]", buf);
+    free(buf);
+
+    capture_begin(&f, &buf, &len);
+    CHECK(hy_textio_detokenize(t, "1, 633", false, f, &err) == 0, "detokenize: %s", err.msg);
+    CHECK(hy_textio_detokenize(t, "1,633", true, f, &err) == 0, "detokenize: %s", err.msg);
+    CHECK(hy_textio_detokenize(t, "", false, f, &err) == 0, "detokenize empty: %s", err.msg);
+    fclose(f);
+    CHECK(strcmp(buf, "<s> ab\nab\n\n") == 0, "detokenize output [%s]", buf);
+    free(buf);
+
+    capture_begin(&f, &buf, &len);
+    CHECK(hy_textio_detokenize(t, "1,x", false, f, &err) < 0 && strstr(err.msg, "x"), "bad list: %s", err.msg);
+    CHECK(hy_textio_detokenize(t, "1,99999", false, f, &err) < 0 && strstr(err.msg, "99999"),
+          "out of range: %s", err.msg);
+    CHECK(hy_textio_detokenize(t, "1 2", false, f, &err) < 0, "missing comma accepted");
+    fclose(f);
+    free(buf);
+    hy_tok_free(t);
+}
+
+static bool utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p) {
+        int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        if (!n)
+            return false;
+        for (int k = 1; k < n; k++)
+            if ((p[k] & 0xC0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}
+
+static void check_generation(void)
+{
+    const char *top = getenv("top_builddir");
+    char exe[4096], cmd[8400], *dir = hy_test_tmpdir();
+    hy_model *m = NULL;
+    hy_tok *t = NULL;
+    hy_err err = {0};
+
+    snprintf(exe, sizeof(exe), "%s/tools/hymba-mkmodel", top ? top : ".");
+    if (access(exe, X_OK) != 0) {
+        printf("(generation checks skipped: %s not built)\n", exe);
+        free(dir);
+        return;
+    }
+    snprintf(cmd, sizeof(cmd), "'%s' -q --seed 3 '%s'", exe, dir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    hy_load_opts lo = { .backend = "cpu", .threads = 1 };
+    CHECK(hy_model_load(dir, &lo, &m, &err) == 0, "model load: %s", err.msg);
+    CHECK(hy_tok_load(dir, &t, &err) == 0, "tok load: %s", err.msg);
+    if (m && t) {
+        hy_textio_opts o;
+        hy_textio_opts_default(&o);
+        o.max_new_tokens = 12;
+        char *a = NULL, *b = NULL;
+        size_t al = 0, bl = 0;
+        FILE *f = open_memstream(&a, &al);
+        CHECK(hy_textio_complete(m, t, "hello there", &o, f, &err) == 0, "complete: %s", err.msg);
+        fclose(f);
+        f = open_memstream(&b, &bl);
+        CHECK(hy_textio_complete(m, t, "hello there", &o, f, &err) == 0, "complete: %s", err.msg);
+        fclose(f);
+        CHECK(a && b && strcmp(a, b) == 0 && al > 0 && a[al - 1] == '\n', "greedy completion repeats");
+        CHECK(a && utf8_ok(a), "completion is valid UTF-8");
+        free(a);
+        free(b);
+
+        /* a two-turn REPL: each answer is printed without the turn marker */
+        char in_text[] = "hi\n/reset\nhow are you\nand then?\n/exit\n";
+        FILE *in = fmemopen(in_text, strlen(in_text), "r");
+        o.system = "You are terse.";
+        o.sampling.temperature = 0.8f;
+        o.seed = 5;
+        f = open_memstream(&a, &al);
+        CHECK(hy_textio_chat(m, t, NULL, &o, in, f, &err) == 0, "chat: %s", err.msg);
+        fclose(f);
+        fclose(in);
+        CHECK(a && !strstr(a, HY_CHAT_TURN_MARKER) && utf8_ok(a), "chat output [%s]", a);
+        CHECK(a && strncmp(a, "> ", 2) == 0, "prompt shown");
+        if (getenv("TEXTIO_SHOW")) printf("chat transcript:\n%s", a);
+        free(a);
+        f = open_memstream(&a, &al);
+        CHECK(hy_textio_chat(m, t, "one turn", &o, NULL, f, &err) == 0, "chat -p: %s", err.msg);
+        fclose(f);
+        free(a);
+    }
+    hy_tok_free(t);
+    hy_model_free(m);
+    hy_test_rmtree(dir);
+    free(dir);
+}
+
+/* The hymba-run binary: --tokenize/--detokenize on a folder with tokenizer files and no weights. */
+static void check_cli(const char *shared)
+{
+    const char *top = getenv("top_builddir");
+    char exe[4096], cmd[12000], out[256];
+    static const struct { const char *args, *want; } cases[] = {
+        { "--tokenize ab", "1,633\n" },
+        { "--tokenize ab --no-bos", "633\n" },
+        { "--detokenize 1,633", "<s> ab\n" },
+        { "--detokenize 1,633 --skip-special", "ab\n" },
+    };
+
+    snprintf(exe, sizeof(exe), "%s/tools/hymba-run", top ? top : ".");
+    if (access(exe, X_OK) != 0) {
+        printf("(hymba-run checks skipped: %s not built)\n", exe);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "'%s' -m '%s/testdata/hymba-1.5b-config' %s", exe, shared, cases[i].args);
+        FILE *p = popen(cmd, "r");
+        size_t n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+        out[n] = '\0';
+        CHECK(p && pclose(p) == 0 && strcmp(out, cases[i].want) == 0, "%s: [%s]", cases[i].args, out);
+    }
+    snprintf(cmd, sizeof(cmd), "'%s' -m '%s/testdata/hymba-1.5b-config' --detokenize 1,zz 2>/dev/null", exe, shared);
+    CHECK(WEXITSTATUS(system(cmd)) == 2, "malformed --detokenize exits 2");
+}
+
+int main(void)
+{
+    const char *shared = hy_test_shared_dir();
+
+    if (shared) {
+        check_real_tokenizer(shared);
+        check_cli(shared);
+    }
+    else
+        printf("(real-tokenizer checks skipped; generation checks run)\n");
+    check_generation();
+    return hy_test_done("test-textio");
+}
