@@ -4,4 +4,6 @@ dist_man_MANS += \
 	man/hymbad.8 \
 	man/hymbad.conf.5 \
 	man/hymbactl.1 \
-	man/hymba-mkmodel.1
+	man/hymba-mkmodel.1 \
+	man/hymba-run.1 \
+	man/hymba-bench.1
