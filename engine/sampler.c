@@ -72,6 +72,7 @@ static double rng_uniform(hy_rng *r)
 
 typedef struct cand {
     float v;                 /* logit, then unnormalized probability */
+    float l;                 /* max logit - logit (>= 0), once probabilities are formed */
     int32_t id;
 } cand;
 
@@ -125,6 +126,34 @@ static void select_top(cand *c, int n, int k)
     }
 }
 
+static void sift_down(cand *c, int n, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && c[l].v < c[m].v)
+            m = l;
+        if (r < n && c[r].v < c[m].v)
+            m = r;
+        if (m == i)
+            return;
+        swap(&c[i], &c[m]);
+        i = m;
+    }
+}
+
+/* The k largest into c[0, k) through a min-heap of k: one well-predicted compare
+ * per element, so much cheaper than partitioning when k is small. */
+static void heap_top(cand *c, int n, int k)
+{
+    for (int i = k / 2 - 1; i >= 0; i--)
+        sift_down(c, k, i);
+    for (int i = k; i < n; i++)
+        if (c[i].v > c[0].v) {
+            c[0] = c[i];
+            sift_down(c, k, 0);
+        }
+}
+
 static double mass(const cand *c, int lo, int hi)
 {
     double s = 0;
@@ -135,7 +164,7 @@ static double mass(const cand *c, int lo, int hi)
 
 /* Smallest set of the most probable candidates whose mass reaches need: moved to
  * the front, count returned.  Quickselect on probability, expected O(n). */
-static int select_nucleus(cand *c, int n, double need)
+static int select_nucleus_qs(cand *c, int n, double need)
 {
     int lo = 0, hi = n;
     while (lo < hi) {
@@ -157,13 +186,72 @@ static int select_nucleus(cand *c, int n, double need)
     return lo > 0 ? lo : n;
 }
 
+/* NaN compares false, so it never wins; all-NaN gives 0. */
+/* Buckets of log-probability for top-p: NB_PER_UNIT per unit of logit below the max. */
+#define NB 512
+#define NB_PER_UNIT 16
+
+static int bucket_of(float below_max)
+{
+    float x = below_max * NB_PER_UNIT;
+    return x < NB - 1 ? (int)x : NB - 1;
+}
+
+/* select_nucleus_qs's result in O(n) well-predicted steps: histogram the mass by
+ * log-probability bucket (monotonic in probability), take whole buckets while
+ * they do not reach need, and quickselect only inside the bucket that does.
+ * c[i].v are exp(logit - max) in (0, 1]. */
+static int select_nucleus(cand *c, int n, double need)
+{
+    double bmass[NB] = { 0 }, acc = 0;
+    int B = NB - 1, m1 = 0, m2;
+
+    for (int i = 0; i < n; i++)
+        bmass[bucket_of(c[i].l)] += c[i].v;
+    for (int b = 0; b < NB; b++) {
+        if (acc + bmass[b] >= need) {
+            B = b;
+            break;
+        }
+        acc += bmass[b];
+    }
+    /* Whole buckets above B to the front, then bucket B's members after them. */
+    for (int i = 0; i < n; i++)
+        if (bucket_of(c[i].l) < B)
+            swap(&c[m1++], &c[i]);
+    m2 = m1;
+    for (int i = m1; i < n; i++)
+        if (bucket_of(c[i].l) == B)
+            swap(&c[m2++], &c[i]);
+    return m1 + select_nucleus_qs(c + m1, m2 - m1, need - acc);
+}
+
 static int32_t argmax(const float *v, int n)
 {
     int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best] || (isnan(v[best]) && !isnan(v[i])))
+    float bv = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (v[i] > bv) {
+            bv = v[i];
             best = i;
+        }
     return best;
+}
+
+/* Per-thread scratch kept between calls: a fresh 256 KB malloc per token goes
+ * to mmap and page faults cost more than the sampling itself. */
+static _Thread_local struct { void *p; size_t cap; } scratch[2];
+
+static void *scratch_get(int slot, size_t bytes)
+{
+    if (scratch[slot].cap < bytes) {
+        void *p = realloc(scratch[slot].p, bytes);
+        if (!p)
+            return NULL;
+        scratch[slot].p = p;
+        scratch[slot].cap = bytes;
+    }
+    return scratch[slot].p;
 }
 
 /* llama.cpp's rule: each distinct recent token once; positive logits are divided
@@ -197,15 +285,18 @@ static int32_t sample_from(const hy_sampling *p, hy_rng *rng, const float *v, in
                            cand *c)
 {
     int n = 0;
-    float maxv = -INFINITY;
+    float maxv = -INFINITY, inv_t = 1.0f / p->temperature;
 
     for (int i = 0; i < vocab; i++)
         if (!isnan(v[i]) && v[i] > -INFINITY)
-            c[n++] = (cand){ v[i] / p->temperature, i };
+            c[n++] = (cand){ v[i] * inv_t, 0, i };
     if (n == 0)
         return argmax(v, vocab);
     if (p->top_k > 0 && p->top_k < n) {
-        select_top(c, n, p->top_k);
+        if (p->top_k <= n / 8)
+            heap_top(c, n, p->top_k);
+        else
+            select_top(c, n, p->top_k);
         n = p->top_k;
     }
     for (int i = 0; i < n; i++)
@@ -215,8 +306,10 @@ static int32_t sample_from(const hy_sampling *p, hy_rng *rng, const float *v, in
             if (c[i].v == maxv)
                 return c[i].id;
     }
-    for (int i = 0; i < n; i++)
-        c[i].v = expf(c[i].v - maxv);        /* the max becomes exactly 1 */
+    for (int i = 0; i < n; i++) {
+        c[i].l = maxv - c[i].v;
+        c[i].v = expf(-c[i].l);              /* the max becomes exactly 1 */
+    }
     if (p->top_p < 1.0f && p->top_p > 0.0f)
         n = select_nucleus(c, n, (double)p->top_p * mass(c, 0, n));
     if (p->min_p > 0.0f) {
@@ -247,7 +340,7 @@ int32_t hy_sample(const hy_sampling *p, hy_rng *rng, const float *logits, int vo
         return 0;
     if (penalize) {
         uint8_t *seen = calloc(((size_t)vocab + 7) / 8, 1);
-        work = malloc((size_t)vocab * sizeof(*work));
+        work = scratch_get(0, (size_t)vocab * sizeof(*work));
         if (work && seen) {
             memcpy(work, logits, (size_t)vocab * sizeof(*work));
             apply_penalty(p, work, vocab, history, n_history, seen);
@@ -256,10 +349,8 @@ int32_t hy_sample(const hy_sampling *p, hy_rng *rng, const float *logits, int vo
         free(seen);
     }
     if (!greedy)
-        c = malloc((size_t)vocab * sizeof(*c));
+        c = scratch_get(1, (size_t)vocab * sizeof(*c));
     /* Without memory for the candidates, fall back to the most likely token. */
     tok = greedy || !c ? argmax(v, vocab) : sample_from(p, rng, v, vocab, c);
-    free(c);
-    free(work);
     return tok;
 }

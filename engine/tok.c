@@ -586,6 +586,7 @@ int hy_tok_load(const char *dir, hy_tok **out, hy_err *err)
         return hy_err_set(err, -ENOMEM, TOK_JSON ": out of memory");
     }
     t->bos_id = t->eos_id = t->unk_id = -1;
+    t->memo = !(getenv("HYMBA_TOK_NOMEMO") && strcmp(getenv("HYMBA_TOK_NOMEMO"), "1") == 0);
     rc = tok_load_json(t, dir, root, err);
     json_object_put(root);
     if (rc < 0) {

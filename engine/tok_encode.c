@@ -20,6 +20,26 @@ typedef struct tok_merge {
     int32_t new_id;         /* the merged piece, to detect stale entries */
 } tok_merge;
 
+/* Chunk -> ids memo for long texts: a chunk's ids depend on its bytes only,
+ * and natural text repeats its words. */
+#define CACHE_MIN_TEXT   4096        /* shorter texts do not pay for the table */
+#define CACHE_MAX_CHUNK  64          /* bytes; longer chunks are always merged */
+#define CACHE_SLOTS      (1u << 16)  /* power of two; filled to half at most */
+
+typedef struct cache_slot {
+    uint64_t hash;          /* 0 = empty */
+    uint32_t key_off, key_len;      /* chunk bytes in keys */
+    uint32_t ids_off, n_ids;        /* its ids in ids */
+} cache_slot;
+
+typedef struct enc_cache {
+    cache_slot *slots;      /* [CACHE_SLOTS], NULL when off */
+    uint32_t used;
+    tok_buf keys;
+    int32_t *ids;           /* [ids_cap] */
+    size_t n_ids, ids_cap;
+} enc_cache;
+
 /* Scratch space reused across the words of one encode call. */
 typedef struct enc_ws {
     const hy_tok *t;
@@ -30,6 +50,7 @@ typedef struct enc_ws {
     int32_t *ids;           /* [ids_cap] output */
     size_t n_ids, ids_cap;
     tok_buf norm[2];        /* normalizer ping-pong buffers */
+    enc_cache cache;
 } enc_ws;
 
 static int ids_push(enc_ws *w, int32_t id)
@@ -204,6 +225,68 @@ static int bpe_chunk(enc_ws *w, const char *s, size_t n)
     return 0;
 }
 
+static cache_slot *cache_find(enc_cache *c, const char *s, size_t n, uint64_t h)
+{
+    uint32_t mask = CACHE_SLOTS - 1;
+
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        cache_slot *sl = &c->slots[i];
+        if (sl->hash == 0 || (sl->hash == h && sl->key_len == n && memcmp(c->keys.p + sl->key_off, s, n) == 0))
+            return sl;
+    }
+}
+
+/* Remembers ids[from..] as the ids of chunk s (best effort: a full memo or no memory just skips it). */
+static void cache_store(enc_ws *w, cache_slot *sl, const char *s, size_t n, uint64_t h, size_t from)
+{
+    enc_cache *c = &w->cache;
+    size_t k = w->n_ids - from;
+
+    if (c->used >= CACHE_SLOTS / 2)
+        return;
+    if (c->n_ids + k > c->ids_cap) {
+        size_t cap = c->ids_cap ? c->ids_cap * 2 : 4096;
+        while (cap < c->n_ids + k)
+            cap *= 2;
+        int32_t *p = realloc(c->ids, sizeof(*p) * cap);
+        if (!p)
+            return;
+        c->ids = p;
+        c->ids_cap = cap;
+    }
+    uint32_t key_off = (uint32_t)c->keys.len;
+    if (tok_buf_put(&c->keys, s, n) < 0)
+        return;
+    memcpy(c->ids + c->n_ids, w->ids + from, sizeof(*c->ids) * k);
+    *sl = (cache_slot){ .hash = h, .key_off = key_off, .key_len = (uint32_t)n,
+                        .ids_off = (uint32_t)c->n_ids, .n_ids = (uint32_t)k };
+    c->n_ids += k;
+    c->used++;
+}
+
+/* bpe_chunk through the memo when it is on. */
+static int bpe_chunk_cached(enc_ws *w, const char *s, size_t n)
+{
+    enc_cache *c = &w->cache;
+    int rc;
+
+    if (!c->slots || n > CACHE_MAX_CHUNK)
+        return bpe_chunk(w, s, n);
+    uint64_t h = tok_hash_bytes(s, n) | 1;  /* never 0, the empty mark */
+    cache_slot *sl = cache_find(c, s, n, h);
+    if (sl->hash) {
+        for (uint32_t i = 0; i < sl->n_ids; i++)
+            if ((rc = ids_push(w, c->ids[sl->ids_off + i])) < 0)
+                return rc;
+        return 0;
+    }
+    size_t from = w->n_ids;
+    if ((rc = bpe_chunk(w, s, n)) < 0)
+        return rc;
+    cache_store(w, sl, s, n, h, from);
+    return 0;
+}
+
 /* The whole normalized segment is one word (no pre-tokenizer).  Where no merge
  * result contains "X▁" (X not ▁), cutting before such a ▁ cannot change the
  * result, so words are merged piecewise: shorter heaps, same ids. */
@@ -231,13 +314,13 @@ static int bpe_word(enc_ws *w, const char *s, size_t n)
             continue;
         bool after_mark = i >= SPACE_MARK_LEN && memcmp(p - SPACE_MARK_LEN, SPACE_MARK, SPACE_MARK_LEN) == 0;
         if (!after_mark && i > start) {
-            if ((rc = bpe_chunk(w, s + start, i - start)) < 0)
+            if ((rc = bpe_chunk_cached(w, s + start, i - start)) < 0)
                 return rc;
             start = i;
         }
         i += SPACE_MARK_LEN - 1;
     }
-    return bpe_chunk(w, s + start, n - start);
+    return bpe_chunk_cached(w, s + start, n - start);
 }
 
 /* Applies the normalizer steps; returns the buffer holding the result. */
@@ -325,6 +408,8 @@ int hy_tok_encode(const hy_tok *t, const char *text, size_t len, bool add_bos,
     *n_ids = 0;
     if (!text && len)
         return hy_err_set(err, -EINVAL, "hy_tok_encode: NULL text of %zu bytes", len);
+    if (len >= CACHE_MIN_TEXT && t->cut_before_space && t->memo)
+        w.cache.slots = calloc(CACHE_SLOTS, sizeof(*w.cache.slots));   /* NULL: merge everything */
     if (add_bos && t->bos_id >= 0)
         rc = ids_push(&w, t->bos_id);
     while (rc == 0 && t->has_raw && pos < len) {
@@ -341,6 +426,9 @@ int hy_tok_encode(const hy_tok *t, const char *text, size_t len, bool add_bos,
     free(w.heap);
     free(w.norm[0].p);
     free(w.norm[1].p);
+    free(w.cache.slots);
+    free(w.cache.keys.p);
+    free(w.cache.ids);
     if (rc < 0) {
         free(w.ids);
         return hy_err_set(err, rc, "hy_tok_encode: out of memory encoding %zu bytes", len);

@@ -92,6 +92,7 @@ struct hy_tok {
     /* Words can be cut before a "▁" that follows another character: no merge
      * result contains "X▁" (X not ▁), so no merge can cross such a cut. */
     bool cut_before_space;
+    bool memo;              /* memoize chunk ids in long texts (HYMBA_TOK_NOMEMO=1 turns it off, for tests) */
     char space_mark[8];     /* the ▁ the normalizer writes for " " (UTF-8) */
     size_t space_mark_len;
 

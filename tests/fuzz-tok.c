@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 static hy_tok *fuzz_tok;
+static hy_tok *fuzz_plain;      /* the same tokenizer without the chunk memo of long texts */
 
 /* A fuzz failure: report and abort so both libFuzzer and the test harness see it. */
 #define FUZZ_ASSERT(cond, what) do { \
@@ -112,6 +113,9 @@ static void fuzz_init(void)
         fprintf(stderr, "fuzz-tok: load %s: %s\n", dir, err.msg);
         abort();
     }
+    setenv("HYMBA_TOK_NOMEMO", "1", 1);
+    FUZZ_ASSERT(hy_tok_load(dir, &fuzz_plain, &err) == 0, "load without memo");
+    unsetenv("HYMBA_TOK_NOMEMO");
     if (strstr(dir, "hymba-fuzz-tok-")) {
         char path[4300];
         snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
@@ -181,6 +185,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT(hy_tok_encode(fuzz_tok, s, size, true, &ids, &n, &err) == 0, "encode");
     for (size_t i = 0; i < n; i++)
         FUZZ_ASSERT(ids[i] >= 0 && ids[i] < hy_tok_vocab_size(fuzz_tok), "ids in range");
+    if (size >= 4096) {     /* long enough for the memo: it must not change the ids */
+        int32_t *pl = NULL;
+        size_t np = 0;
+        FUZZ_ASSERT(hy_tok_encode(fuzz_plain, s, size, true, &pl, &np, &err) == 0, "encode plain");
+        FUZZ_ASSERT(np == n && memcmp(pl, ids, n * sizeof(*ids)) == 0, "memo ids == plain ids");
+        free(pl);
+    }
     FUZZ_ASSERT(hy_tok_decode(fuzz_tok, ids, n, false, &dec, &dl, &err) == 0, "decode");
     FUZZ_ASSERT(utf8_valid(dec, dl), "decode output is valid UTF-8");
     if (round_trips(s, size)) {
@@ -286,10 +297,21 @@ int main(int argc, char **argv)
         }
         run_one(buf, n);
     }
+    /* all seeds end to end, repeated past the memo threshold */
+    static uint8_t big[1 << 16];
+    size_t big_len = 0;
+    while (n_seeds && big_len < 20000)
+        for (size_t i = 0; i < n_seeds && big_len + seed_len[i] + 1 < sizeof(big); i++) {
+            memcpy(big + big_len, seeds[i], seed_len[i]);
+            big_len += seed_len[i];
+            big[big_len++] = ' ';
+        }
+    run_one(big, big_len);
     for (size_t i = 0; i < n_seeds; i++)
         free(seeds[i]);
     hy_tok_free(fuzz_tok);
-    printf("fuzz-tok: %zu seeds and 3000 mutations ran clean\n", n_seeds);
+    hy_tok_free(fuzz_plain);
+    printf("fuzz-tok: %zu seeds, 3000 mutations and one %zu-byte text ran clean\n", n_seeds, big_len);
     return 0;
 }
 #endif

@@ -99,6 +99,12 @@ static void test_distribution(void)
     }
 }
 
+static int desc_cmp(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 static void test_filters(void)
 {
     /* probs proportional to exp(l): 0.4, 0.3, 0.2, 0.1 after normalisation. */
@@ -172,6 +178,31 @@ static void test_filters(void)
         rank_ok &= above < 40;
     }
     CHECK(rank_ok, "top_k=40 drew outside the top 40");
+
+    /* Large vocab, top_p = 0.9 alone: every draw lies in the nucleus computed by sorting. */
+    static float sorted[V];
+    double z = 0, acc = 0, need;
+    int K = 0;
+    for (int i = 0; i < V; i++)
+        big[i] *= 0.5f;                       /* flatter: a nucleus of many tokens */
+    memcpy(sorted, big, sizeof(big));
+    qsort(sorted, V, sizeof(float), desc_cmp);
+    for (int i = 0; i < V; i++)
+        z += exp(sorted[i] - sorted[0]);
+    need = 0.9 * z;
+    while (K < V && acc < need)
+        acc += exp(sorted[K++] - sorted[0]);
+    sp_plain(&p, 1.0f);
+    p.top_p = 0.9f;
+    int in_nucleus = 1, distinct_hi = 0;
+    for (int d = 0; d < 2000; d++) {
+        int t = hy_sample(&p, &r, big, V, NULL, 0);
+        in_nucleus &= big[t] >= sorted[K - 1];
+        distinct_hi += big[t] < sorted[K / 2];
+    }
+    CHECK(K > 100, "nucleus too small for the check (%d)", K);
+    CHECK(in_nucleus, "top_p=0.9 drew outside the nucleus of %d tokens", K);
+    CHECK(distinct_hi > 0, "top_p=0.9 never drew from the nucleus' lower half");
 }
 
 static void test_penalty(void)

@@ -289,7 +289,9 @@ static void check_features(const char *dir)
     root = llama_json(&s, true, true, false, added);
     write_json(dir, "tokenizer.json", root);
     json_object_put(root);
-    write_json(dir, "tokenizer_config.json", json_tokener_parse("{\"add_bos_token\": false}"));
+    json_object *cfg = json_tokener_parse("{\"add_bos_token\": false}");
+    write_json(dir, "tokenizer_config.json", cfg);
+    json_object_put(cfg);
     CHECK(hy_tok_load(dir, &t, &err) == 0, "load: %s", err.msg);
     CHECK(!hy_tok_add_bos(t), "add_bos_token false in tokenizer_config.json");
     encode_expect(t, "\xC3\xA9" "a", false, (int32_t[]){ 6, c3, a9, 3 }, 4, "byte fallback");

@@ -181,6 +181,33 @@ static void check_garbage(const hy_tok *t)
     }
 }
 
+/* A long text (the memo of chunk ids is on above 4 KB) gives the same ids as
+ * the plain merge of every chunk (HYMBA_TOK_NOMEMO=1). */
+static void check_memo(const hy_tok *t, const char *dir, const char *long_text, size_t len)
+{
+    hy_tok *plain = NULL;
+    hy_err err = {0};
+    int32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+
+    setenv("HYMBA_TOK_NOMEMO", "1", 1);
+    CHECK(hy_tok_load(dir, &plain, &err) == 0, "load: %s", err.msg);
+    unsetenv("HYMBA_TOK_NOMEMO");
+    if (!plain)
+        return;
+    CHECK(len > 4096, "long text is only %zu bytes", len);
+    CHECK(hy_tok_encode(t, long_text, len, true, &a, &na, &err) == 0, "encode");
+    CHECK(hy_tok_encode(plain, long_text, len, true, &b, &nb, &err) == 0, "encode");
+    CHECK(na == nb && memcmp(a, b, na * sizeof(*a)) == 0, "memo changes the ids (%zu vs %zu)", na, nb);
+    char *back = NULL;
+    size_t bl = 0;
+    CHECK(hy_tok_decode(t, a, na, false, &back, &bl, &err) == 0, "decode");
+    free(back);
+    free(a);
+    free(b);
+    hy_tok_free(plain);
+}
+
 int main(void)
 {
     const char *shared = hy_test_shared_dir();
@@ -188,6 +215,8 @@ int main(void)
     hy_tok *t = NULL;
     hy_err err = {0};
     int n = 0;
+    static char long_text[1 << 18];
+    size_t long_len = 0;
 
     if (!shared)
         return HY_TEST_SKIP;
@@ -208,14 +237,24 @@ int main(void)
         json_object *v = json_tokener_parse(line);
         n++;
         CHECK(v, "vectors.jsonl line %d is not JSON", n);
-        if (v)
+        if (v) {
             check_vector(t, v, n);
+            json_object *jt;
+            /* the texts twice over, joined by spaces: a long text for check_memo */
+            if (json_object_object_get_ex(v, "text", &jt) && long_len + 2 * (size_t)json_object_get_string_len(jt) + 2 < sizeof(long_text))
+                for (int k = 0; k < 2; k++) {
+                    memcpy(long_text + long_len, json_object_get_string(jt), (size_t)json_object_get_string_len(jt));
+                    long_len += (size_t)json_object_get_string_len(jt);
+                    long_text[long_len++] = ' ';
+                }
+        }
         json_object_put(v);
     }
     fclose(f);
     CHECK(n >= 200, "only %d vectors", n);
     printf("checked %d vectors\n", n);
     check_garbage(t);
+    check_memo(t, dir, long_text, long_len);
     hy_tok_free(t);
     return hy_test_done("test-tok");
 }
