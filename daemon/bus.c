@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "config.h"
+#include <systemd/sd-daemon.h>
 #include "daemon/log.h"
 #include "daemon/wire.h"
 
@@ -533,6 +534,7 @@ static int method_send(sd_bus_message *m, void *userdata, sd_bus_error *error)
     log_debug("request %llu: session %s, uid %u, %zu bytes, max %u tokens", (unsigned long long)req->id,
               s->id, (unsigned)uid, strlen(req->text), req->max_new_tokens);
     hyd_sched_submit(c->sched, req);
+    hyd_bus_notify_status(c);
     return 1;
 }
 
@@ -691,6 +693,16 @@ static void request_retire(hyd_ctx *c, hyd_request *req)
     if (s->deleted)
         session_destroy(c, s);
     request_free(req);
+    hyd_bus_notify_status(c);
+}
+
+/* systemd's status line (systemctl status hymbad); a no-op outside systemd. */
+void hyd_bus_notify_status(hyd_ctx *c)
+{
+    unsigned n = 0;
+    for (hyd_request *r = c->live; r; r = r->next_live)
+        n++;
+    sd_notifyf(0, "STATUS=Serving %s: %u session(s), %u request(s) running or queued", c->backend, c->reg.n, n);
 }
 
 void hyd_bus_drain_events(hyd_ctx *c)

@@ -175,12 +175,28 @@ static int engine_load(hyd_ctx *c)
     return 0;
 }
 
+/* End every request and send its final signal while the bus is still up
+ * (sd-bus closes an attached connection when the event loop exits). */
+static void requests_finish_all(hyd_ctx *c)
+{
+    c->stopping = true;
+    if (!c->sched)
+        return;
+    hyd_bus_cancel_all(c, HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SHUTDOWN);
+    hyd_sched_stop(c->sched);
+    if (c->bus) {
+        hyd_bus_drain_events(c);
+        sd_bus_flush(c->bus);
+    }
+}
+
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
     hyd_ctx *c = userdata;
     (void)si;
     log_info("stopping");
-    c->stopping = true;
+    sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
+    requests_finish_all(c);
     return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
@@ -245,15 +261,8 @@ static int run(hyd_ctx *c)
 static void shutdown_ctx(hyd_ctx *c)
 {
     sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
-    c->stopping = true;
-    if (c->sched) {
-        hyd_bus_cancel_all(c, HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SHUTDOWN);
-        hyd_sched_stop(c->sched);
-        if (c->bus)
-            hyd_bus_drain_events(c);
-    }
+    requests_finish_all(c);
     if (c->bus) {
-        sd_bus_flush(c->bus);
         sd_bus_slot_unref(c->slot_manager);
         sd_bus_slot_unref(c->slot_session);
         sd_bus_slot_unref(c->slot_owner_changed);

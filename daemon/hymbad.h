@@ -52,5 +52,6 @@ int hyd_bus_on_events(sd_event_source *s, int fd, uint32_t revents, void *userda
 void hyd_bus_cancel_all(hyd_ctx *c, int reason);
 void hyd_bus_drain_events(hyd_ctx *c);            /* after the scheduler stopped */
 void hyd_peers_free(hyd_ctx *c);
+void hyd_bus_notify_status(hyd_ctx *c);
 
 #endif

@@ -18,3 +18,6 @@ dbusinterfacesdir = $(datadir)/dbus-1/interfaces
 dist_dbusinterfaces_DATA = \
 	daemon/org.hymba.Assistant1.Manager.xml \
 	daemon/org.hymba.Assistant1.Session.xml
+
+# The documented example of /etc/hymba/hymbad.conf.
+EXTRA_DIST += units/hymbad.conf.example

@@ -21,7 +21,9 @@ typedef enum gen_phase {
 /* Per-request state the scheduler keeps while it runs a request. */
 struct hyd_gen {
     gen_phase phase;
-    int32_t *ids;                    /* [n_ids] the whole rendered conversation */
+    char *render;                    /* [render_len] the rendered conversation, until prefilled */
+    size_t render_len;
+    int32_t *ids;                    /* [n_ids] its tokens the state does not hold yet */
     size_t n_ids;
     size_t pos;                      /* ids[0..pos) are in the sequence */
     uint32_t prompt_tokens;          /* tokens prefilled this turn */
@@ -133,6 +135,7 @@ static void gen_free(hyd_gen *g)
     if (!g)
         return;
     free(g->ids);
+    free(g->render);
     hy_detok_free(g->detok);
     free(g->answer);
     free(g);
@@ -209,12 +212,47 @@ static void finish_turn(hyd_sched *s, hyd_request *req, Hymba__V1__StopReason st
 
 /* Render the whole conversation plus the new user message, keep the part of
  * the sequence that is a token prefix of it, and queue the rest for prefill. */
+/* The state no longer corresponds to a known text (until a prefill completes). */
+static void seq_text_drop(hyd_session *ss)
+{
+    free(ss->seq_text);
+    ss->seq_text = NULL;
+    ss->seq_text_len = ss->seq_text_cap = 0;
+}
+
+static void seq_text_append(hyd_session *ss, const char *text, size_t n)
+{
+    if (!ss->seq_text || n == 0)
+        return;
+    if (ss->seq_text_len + n + 1 > ss->seq_text_cap) {
+        size_t cap = 2 * (ss->seq_text_len + n + 1);
+        char *t = realloc(ss->seq_text, cap);
+        if (!t) {
+            seq_text_drop(ss);       /* next turn prefills everything: slower, still right */
+            return;
+        }
+        ss->seq_text = t;
+        ss->seq_text_cap = cap;
+    }
+    memcpy(ss->seq_text + ss->seq_text_len, text, n);
+    ss->seq_text_len += n;
+    ss->seq_text[ss->seq_text_len] = 0;
+}
+
+/* Render the whole conversation plus the new user message.  When the text
+ * the state already holds (the previous rendering plus the answer as it was
+ * generated) is a prefix of it, only the rest is tokenized and prefilled;
+ * otherwise (e.g. after a cancel mid-prompt, or an answer the template
+ * strips) the state starts over from the meta-token snapshot. */
 static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
 {
     hyd_session *ss = req->session;
     hyd_gen *g = req->gen;
     hy_chat_msg *msgs;
-    size_t n = 0;
+    char *text = NULL;
+    size_t n = 0, text_len = 0, from;
+    int64_t have;
+    bool reuse;
     int r;
 
     g->t_start = mono_usec();
@@ -223,6 +261,7 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
         r = hy_seq_new(s->model, &ss->seq, err);
         if (r < 0)
             return r;
+        seq_text_drop(ss);
     }
     /* Only this thread writes the history, so reading it unlocked is safe. */
     msgs = calloc(ss->n_msgs + 2, sizeof(*msgs));
@@ -233,30 +272,41 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     for (size_t i = 0; i < ss->n_msgs; i++)
         msgs[n++] = (hy_chat_msg){ ss->msgs[i].role, ss->msgs[i].text };
     msgs[n++] = (hy_chat_msg){ HY_ROLE_USER, req->text };
-    r = hy_chat_encode(s->tok, msgs, n, NULL, true, &g->ids, &g->n_ids, err);
+    r = hy_chat_render(msgs, n, true, &text, &text_len, err);
     free(msgs);
     if (r < 0)
         return r;
-    if ((int64_t)g->n_ids + 1 > s->max_ctx)
-        return hy_err_set(err, -E2BIG, "the conversation would hold %zu tokens with this message; "
-                          "the context length is %lld", g->n_ids, (long long)s->max_ctx);
 
-    int64_t have = hy_seq_len(ss->seq);
-    const int32_t *old = hy_seq_tokens(ss->seq);
-    if (have > 0 && ((size_t)have > g->n_ids || memcmp(old, g->ids, (size_t)have * sizeof(*old)) ||
-                     ((size_t)have == g->n_ids && !hy_seq_logits(ss->seq)))) {
-        /* The history does not re-tokenize to what the state holds (e.g. a
-         * cancelled answer): start over from the meta-token snapshot. */
-        log_debug("session %s: state is not a prefix of the conversation, prefilling it all", ss->id);
-        hy_seq_reset(s->model, ss->seq);
-        have = 0;
+    have = hy_seq_len(ss->seq);
+    reuse = have > 0 && ss->seq_text && ss->seq_text_len < text_len &&
+            !memcmp(text, ss->seq_text, ss->seq_text_len) && hy_seq_logits(ss->seq);
+    from = reuse ? ss->seq_text_len : 0;
+    /* Without BOS, as the template's tokenization (add_special_tokens=False). */
+    r = hy_tok_encode(s->tok, text + from, text_len - from, false, &g->ids, &g->n_ids, err);
+    if (r < 0) {
+        free(text);
+        return r;
     }
-    g->pos = (size_t)have;
+    if (!reuse)
+        have = 0;
+    if (have + (int64_t)g->n_ids + 1 > s->max_ctx) {
+        free(text);
+        return hy_err_set(err, -E2BIG, "the conversation would hold %lld tokens with this message; "
+                          "the context length is %lld", (long long)(have + (int64_t)g->n_ids), (long long)s->max_ctx);
+    }
+    if (!reuse && hy_seq_len(ss->seq) > 0) {
+        log_debug("session %s: the state is not a prefix of the conversation, prefilling it all", ss->id);
+        hy_seq_reset(s->model, ss->seq);
+    }
+    seq_text_drop(ss);
+    g->render = text;
+    g->render_len = text_len;
+    g->pos = 0;
     g->detok = hy_detok_new(s->tok, false);
     hy_chat_stop_init(&g->stop);
     if (!g->detok)
         return hy_err_set(err, -ENOMEM, "out of memory creating a detokenizer");
-    g->phase = g->pos < g->n_ids ? PH_PREFILL : PH_DECODE;
+    g->phase = g->n_ids ? PH_PREFILL : PH_DECODE;
     return 0;
 }
 
@@ -275,8 +325,14 @@ static int gen_prefill_chunk(hyd_sched *s, hyd_request *req, hy_err *err)
         return r;
     g->pos += n;
     g->prompt_tokens += (uint32_t)n;
-    if (g->pos == g->n_ids)
+    if (g->pos == g->n_ids) {
+        hyd_session *ss = req->session;
+        /* The state now holds exactly this text; the answer is appended as it comes. */
+        ss->seq_text = g->render;
+        ss->seq_text_len = ss->seq_text_cap = g->render_len;
+        g->render = NULL;
         g->phase = PH_DECODE;
+    }
     return 0;
 }
 
@@ -289,6 +345,7 @@ static void gen_flush(hyd_sched *s, hyd_request *req)
     size_t held_len = 0, out_len = 0;
 
     if (hy_detok_flush(g->detok, &held, &held_len) >= 0 && held_len) {
+        seq_text_append(req->session, held, held_len);
         if (req->ignore_eos)
             emit_text(s, req, held, held_len);
         else if (hy_chat_stop_feed(&g->stop, held, held_len, &out, &out_len) >= 0)
@@ -338,6 +395,7 @@ static int gen_sample(hyd_sched *s, hyd_request *req, int32_t *tok_out)
     g->n_gen++;
     s->tokens_generated++;
     if (hy_detok_push(g->detok, tok, &piece, &piece_len) >= 0 && piece_len) {
+        seq_text_append(ss, piece, piece_len);
         if (req->ignore_eos)
             emit_text(s, req, piece, piece_len);
         else if (hy_chat_stop_feed(&g->stop, piece, piece_len, &out, &out_len) >= 0)
@@ -455,6 +513,7 @@ static void step_prefill(hyd_sched *s)
             continue;
         if (gen_prefill_chunk(s, req, &err) < 0) {
             hy_seq_reset(s->model, req->session->seq);
+            seq_text_drop(req->session);
             finish_error(s, req, HYMBA__V1__ERROR_CODE__ERROR_CODE_ENGINE, err.msg);
         }
         return;
@@ -496,6 +555,7 @@ static void step_decode(hyd_sched *s)
             req->gen->decode_usec += dt;
             if (r < 0) {
                 hy_seq_reset(s->model, req->session->seq);
+                seq_text_drop(req->session);
                 finish_error(s, req, HYMBA__V1__ERROR_CODE__ERROR_CODE_ENGINE, err.msg);
                 i--;
             } else if (req->gen->stop_after_step) {

@@ -89,6 +89,7 @@ void hyd_session_free(hyd_session *s)
         return;
     hyd_msgs_free(s->msgs, s->n_msgs);
     free(s->system_prompt);
+    free(s->seq_text);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

@@ -23,7 +23,7 @@ typedef struct hyd_msg {
  *  - id, uid, created_usec, system_prompt, sampling, seed: set at creation, then read-only.
  *  - msgs, n_msgs, updated_usec, n_tokens: under lock (the scheduler appends a
  *    finished turn while the loop thread may be answering GetSession).
- *  - seq, rng: the scheduler thread only (created lazily on the first turn).
+ *  - seq, seq_text, rng: the scheduler thread only (seq created lazily on the first turn).
  *  - active, deleted, next: the event-loop thread only.
  */
 typedef struct hyd_session {
@@ -41,6 +41,8 @@ typedef struct hyd_session {
     int64_t n_tokens;                /* tokens the engine state holds */
 
     hy_seq *seq;
+    char *seq_text;                  /* [seq_text_len] the text whose tokens seq holds; NULL: unknown */
+    size_t seq_text_len, seq_text_cap;
     hy_rng rng;
 
     hyd_request *active;             /* queued or generating; one at a time */

@@ -266,7 +266,18 @@ fi
 
 kill -0 "$hymbad_pid" 2>/dev/null && pass "hymbad is still up after every scenario" || fail "hymbad died"
 expect "$tmp/hymbad-a.log" "left the bus, cancelling" "the daemon logged the disconnect cancel"
+
+# Stopping the daemon mid-answer: the client gets its final signal (cancelled: shutdown).
+"$CTL" --bus-address "$ADDR" ask --ignore-eos --max-tokens 100000 "Until the end" >"$tmp/shut.out" 2>"$tmp/shut.err" &
+shut_pid=$!
+pids+=("$shut_pid")
+wait_for 30 test -s "$tmp/shut.out" || fail "no answer streaming before the shutdown"
 stop_hymbad
+wait_for 10 sh -c "! kill -0 $shut_pid"
+wait "$shut_pid"
+rc=$?
+[ "$rc" -eq 4 ] && pass "a client mid-answer at shutdown exits 4" || fail "client at shutdown: exit $rc"
+expect "$tmp/shut.err" "cancelled: CANCEL_REASON_SHUTDOWN" "the answer ends cancelled (shutdown)"
 
 # ---- daemon B: tight limits -----------------------------------------------------
 

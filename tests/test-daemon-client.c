@@ -409,6 +409,24 @@ static void scenario_cancel(void)
               gs->session->n_messages, gs->session->busy);
         hymba__v1__get_session_reply__free_unpacked(gs, NULL);
     }
+
+    /* Deleting a session that is answering cancels the answer first. */
+    uint64_t id3 = send_text(c, s, "Talk until deleted.", 100000, true, NULL, 0);
+    CHECK(id3 && pump(c, 30000, has_chunk, &id3), "no chunk before the delete");
+    Hymba__V1__DeleteSessionRequest dreq = HYMBA__V1__DELETE_SESSION_REQUEST__INIT;
+    dreq.session_id = s;
+    Hymba__V1__DeleteSessionReply *drep = (Hymba__V1__DeleteSessionReply *)call(
+        c, SES, "DeleteSession", &dreq.base, &hymba__v1__delete_session_reply__descriptor, err, sizeof(err));
+    CHECK(drep && drep->cancelled_requests == 1, "DeleteSession of a busy session: %s", drep ? "no cancel" : err);
+    if (drep)
+        hymba__v1__delete_session_reply__free_unpacked(drep, NULL);
+    CHECK(pump(c, 10000, is_finished, &id3), "no Finished after the delete");
+    f = find_finished(c, id3);
+    CHECK(f && f->fin->result_case == HYMBA__V1__FINISHED__RESULT_CANCELLED &&
+          f->fin->cancelled->reason == HYMBA__V1__CANCEL_REASON__CANCEL_REASON_SESSION_DELETED,
+          "answer of a deleted session: %s", result_name(f));
+    gs = get_session(c, s, err, sizeof(err));
+    CHECK(!gs && !strcmp(err, ERR("NoSuchSession")), "GetSession after delete: %s", gs ? "found" : err);
 out:
     free(s);
     conn_free(c);

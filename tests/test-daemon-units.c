@@ -61,6 +61,49 @@ static void test_conf(const char *dir)
     hyd_config_done(&c);
 }
 
+/* Every key units/hymbad.conf.example documents parses, with its default value. */
+static void test_example(const char *dir)
+{
+    const char *top = getenv("top_srcdir");
+    char path[4096], out[4096], msg[512], *line = NULL;
+    size_t cap = 0;
+    unsigned keys = 0;
+    hyd_config c, d;
+    FILE *in, *o;
+
+    if (!top) {
+        printf("skip: top_srcdir unset, units/hymbad.conf.example not checked\n");
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/units/hymbad.conf.example", top);
+    snprintf(out, sizeof(out), "%s/example.conf", dir);
+    in = fopen(path, "r");
+    o = fopen(out, "w");
+    CHECK(in && o, "cannot open %s", path);
+    if (!in || !o)
+        return;
+    while (getline(&line, &cap, in) >= 0)
+        if (line[0] == '#' && line[1] != ' ' && line[1] != '\n' && strchr(line, '=')) {
+            fputs(line + 1, o);      /* "#key = value" -> "key = value" */
+            keys++;
+        }
+    free(line);
+    fclose(in);
+    fclose(o);
+    CHECK(keys >= 14, "only %u keys documented", keys);
+    hyd_config_init(&c);
+    hyd_config_init(&d);
+    CHECK(hyd_config_load(&c, out, true, msg, sizeof(msg)) == 0, "the example does not parse: %s", msg);
+    CHECK(c.max_sessions_per_user == d.max_sessions_per_user && c.max_queued_per_user == d.max_queued_per_user &&
+          c.max_message_bytes == d.max_message_bytes && c.max_payload_bytes == d.max_payload_bytes &&
+          c.max_new_tokens == d.max_new_tokens && c.default_max_new_tokens == d.default_max_new_tokens &&
+          c.prefill_chunk == d.prefill_chunk && c.max_batch == d.max_batch && !strcmp(c.backend, d.backend) &&
+          !strcmp(c.state_dir, d.state_dir) && c.threads == d.threads && c.context_length == d.context_length,
+          "the example's values are not the built-in defaults");
+    hyd_config_done(&c);
+    hyd_config_done(&d);
+}
+
 static void test_wire(void)
 {
     uint8_t buf[256];
@@ -114,6 +157,7 @@ int main(void)
     if (!dir)
         return 1;
     test_conf(dir);
+    test_example(dir);
     test_wire();
     hy_test_rmtree(dir);
     free(dir);

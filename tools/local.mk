@@ -11,6 +11,13 @@ bin_PROGRAMS += tools/hymba-run
 tools_hymba_run_SOURCES = tools/hymba-run.c tools/textio.c tools/textio.h
 tools_hymba_run_LDADD = $(HYMBA_ENGINE_LIBS)
 
+# hymba-load (daemon work): N concurrent D-Bus clients x M requests against a running hymbad.
+noinst_PROGRAMS += tools/hymba-load
+tools_hymba_load_SOURCES = tools/hymba-load.c
+tools_hymba_load_CPPFLAGS = $(AM_CPPFLAGS) $(SYSTEMD_CFLAGS) $(PROTOBUFC_CFLAGS)
+tools_hymba_load_LDADD = $(HYMBA_PROTO_LIBS) $(SYSTEMD_LIBS)
+$(tools_hymba_load_OBJECTS): proto/hymba.pb-c.h
+
 # hymba-bench: throughput and roofline fraction (engine-cpu; backend-agnostic, hymba.h only).
 bin_PROGRAMS += tools/hymba-bench
 tools_hymba_bench_SOURCES = tools/hymba-bench.c
