@@ -128,6 +128,12 @@ static int read_msg(sd_bus_message *m, const ProtobufCMessageDescriptor *d, Prot
 int ctl_call(ctl *c, const char *iface, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply)
 {
+    return ctl_call_fd(c, iface, method, req, -1, reply_desc, reply);
+}
+
+int ctl_call_fd(ctl *c, const char *iface, const char *method, const ProtobufCMessage *req, int fd,
+                const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply)
+{
     sd_bus_message *m = NULL, *rep = NULL;
     sd_bus_error e = SD_BUS_ERROR_NULL;
     int r, ret = CTL_EXIT_OK;
@@ -135,6 +141,8 @@ int ctl_call(ctl *c, const char *iface, const char *method, const ProtobufCMessa
     r = sd_bus_message_new_method_call(c->bus, &m, CTL_BUS_NAME, CTL_OBJECT_PATH, iface, method);
     if (r >= 0)
         r = append_msg(m, req);
+    if (r >= 0 && fd >= 0)
+        r = sd_bus_message_append(m, "h", fd);
     if (r >= 0)
         r = sd_bus_call(c->bus, m, 0, &e, &rep);
     if (r < 0)
@@ -223,6 +231,16 @@ int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_
              bool ignore_eos, bool quiet, ctl_answer *ans)
 {
     Hymba__V1__SendRequest req = HYMBA__V1__SEND_REQUEST__INIT;
+
+    req.session_id = (char *)session_id;
+    req.text = (char *)text;
+    req.max_new_tokens = max_new_tokens;
+    req.ignore_eos = ignore_eos;
+    return ctl_stream(c, "Send", &req.base, quiet, ans);
+}
+
+int ctl_stream(ctl *c, const char *method, const ProtobufCMessage *req, bool quiet, ctl_answer *ans)
+{
     sd_bus_slot *sig_slot = NULL, *owner_slot = NULL;
     sd_bus_message *m = NULL, *rep = NULL;
     sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -243,13 +261,9 @@ int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_
         ret = report_error(c, NULL, r);
         goto out;
     }
-    req.session_id = (char *)session_id;
-    req.text = (char *)text;
-    req.max_new_tokens = max_new_tokens;
-    req.ignore_eos = ignore_eos;
-    r = sd_bus_message_new_method_call(c->bus, &m, CTL_BUS_NAME, CTL_OBJECT_PATH, CTL_IFACE_SESSION, "Send");
+    r = sd_bus_message_new_method_call(c->bus, &m, CTL_BUS_NAME, CTL_OBJECT_PATH, CTL_IFACE_SESSION, method);
     if (r >= 0)
-        r = append_msg(m, &req.base);
+        r = append_msg(m, req);
     if (r >= 0)
         r = sd_bus_call(c->bus, m, 0, &e, &rep);
     if (r < 0) {
@@ -257,7 +271,7 @@ int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_
         goto out;
     }
     if (read_msg(rep, &hymba__v1__send_reply__descriptor, &reply) < 0) {
-        fprintf(stderr, "hymbactl: the daemon's Send reply is not a valid hymba.v1.SendReply\n");
+        fprintf(stderr, "hymbactl: the daemon's %s reply is not a valid hymba.v1.SendReply\n", method);
         ret = CTL_EXIT_FAILED;
         goto out;
     }

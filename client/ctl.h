@@ -38,6 +38,9 @@ void ctl_disconnect(ctl *c);
  * reply_desc.  Prints the error and returns an exit code on failure. */
 int ctl_call(ctl *c, const char *iface, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply);
+/* The same with a file descriptor passed after the payload ("ayh"), if fd >= 0. */
+int ctl_call_fd(ctl *c, const char *iface, const char *method, const ProtobufCMessage *req, int fd,
+                const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **reply);
 
 /* What one streamed answer produced. */
 typedef struct ctl_answer {
@@ -54,6 +57,9 @@ typedef struct ctl_answer {
  * an exit code; *ans is filled either way (free with ctl_answer_done). */
 int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_tokens,
              bool ignore_eos, bool quiet, ctl_answer *ans);
+/* The same for any Session method that answers like Send (SendReply, then
+ * Chunk/Finished signals): Regenerate, Rewind. */
+int ctl_stream(ctl *c, const char *method, const ProtobufCMessage *req, bool quiet, ctl_answer *ans);
 void ctl_answer_done(ctl_answer *ans);
 
 /* Returns 1 if a SIGINT arrived (and clears it), 0 otherwise. */

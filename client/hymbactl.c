@@ -1,5 +1,6 @@
 /* hymbactl.c: the command-line client of hymbad: chat, ask, sessions, show, rm, status. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -30,6 +31,10 @@ static void help_main(void)
            "  show ID                     a session's settings and messages\n"
            "  rm ID...                    delete sessions\n"
            "  status                      model, backend, memory, sessions, queue\n"
+           "  regenerate ID               a new answer to the last message (from its snapshot)\n"
+           "  rewind ID TURN              back to answer TURN (0 = first) and answer it again\n"
+           "  export ID > FILE            the session's checkpoint to stdout\n"
+           "  import FILE                 a new session from an exported checkpoint\n"
            "\n"
            "Options:\n"
            "  --system             use the system bus (the default)\n"
@@ -611,6 +616,182 @@ static int cmd_status(ctl *c, int argc, char **argv)
     return CTL_EXIT_OK;
 }
 
+/* ---- persistent sessions: regenerate, rewind, export, import (issue 5) ---------- */
+
+/* Common options of regenerate and rewind: --max-tokens, --ignore-eos. */
+static int answer_again_opts(int argc, char **argv, const char *usage, uint32_t *max_tokens, bool *ignore_eos)
+{
+    static const struct option options[] = {
+        { "max-tokens", required_argument, NULL, 'n' },
+        { "ignore-eos", no_argument, NULL, 'I' },
+        { "help", no_argument, NULL, 'h' },
+        {}
+    };
+    unsigned long v;
+    char *end;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, "+n:h", options, NULL)) >= 0) {
+        switch (opt) {
+        case 'n':
+            v = strtoul(optarg, &end, 10);
+            if (*end || v > UINT32_MAX)
+                return usage_error("--max-tokens: not a number: \"%s\"", optarg);
+            *max_tokens = (uint32_t)v;
+            break;
+        case 'I': *ignore_eos = true; break;
+        case 'h': printf("%s", usage); return -1;
+        default: return CTL_EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+static int answer_again(ctl *c, const char *method, const ProtobufCMessage *req)
+{
+    ctl_answer ans;
+    int r = ctl_connect(c);
+
+    if (r)
+        return r;
+    r = ctl_stream(c, method, req, c->json, &ans);
+    if (c->json)
+        json_print(finished_json(&ans));
+    else {
+        if (ans.len && ans.text[ans.len - 1] != '\n')
+            putchar('\n');
+        answer_report(&ans);
+    }
+    ctl_answer_done(&ans);
+    return r;
+}
+
+static int cmd_regenerate(ctl *c, int argc, char **argv)
+{
+    Hymba__V1__RegenerateRequest req = HYMBA__V1__REGENERATE_REQUEST__INIT;
+    bool ignore_eos = false;
+    int r = answer_again_opts(argc, argv,
+        "Usage: hymbactl regenerate [--max-tokens N] ID\n"
+        "\n"
+        "A new answer to the last user message of session ID.  The state at the start of\n"
+        "that answer comes from its turn snapshot: nothing before it is recomputed.  The\n"
+        "old answer is dropped.\n"
+        "\n"
+        "  -n --max-tokens N   at most N tokens (0: the daemon's default)\n"
+        "     --ignore-eos     generate N tokens whatever the model says\n",
+        &req.max_new_tokens, &ignore_eos);
+
+    if (r)
+        return r < 0 ? CTL_EXIT_OK : r;
+    if (optind != argc - 1)
+        return usage_error("%s", "regenerate needs exactly one session ID");
+    req.session_id = argv[optind];
+    req.ignore_eos = ignore_eos;
+    return answer_again(c, "Regenerate", &req.base);
+}
+
+static int cmd_rewind(ctl *c, int argc, char **argv)
+{
+    Hymba__V1__RewindRequest req = HYMBA__V1__REWIND_REQUEST__INIT;
+    bool ignore_eos = false;
+    unsigned long turn;
+    char *end;
+    int r = answer_again_opts(argc, argv,
+        "Usage: hymbactl rewind [--max-tokens N] ID TURN\n"
+        "\n"
+        "Back to the start of answer TURN (0 = the first answer) of session ID: that\n"
+        "answer and every later message are dropped, and a new answer to the user\n"
+        "message of turn TURN is generated from its snapshot (no recomputation).\n"
+        "Only the last turn_snapshots answers (hymbad.conf, default 4) can be rewound to.\n"
+        "\n"
+        "  -n --max-tokens N   at most N tokens (0: the daemon's default)\n"
+        "     --ignore-eos     generate N tokens whatever the model says\n",
+        &req.max_new_tokens, &ignore_eos);
+
+    if (r)
+        return r < 0 ? CTL_EXIT_OK : r;
+    if (optind != argc - 2)
+        return usage_error("%s", "rewind needs a session ID and a TURN number");
+    turn = strtoul(argv[optind + 1], &end, 10);
+    if (*end || !*argv[optind + 1] || turn > UINT32_MAX)
+        return usage_error("TURN is not a number: \"%s\"", argv[optind + 1]);
+    req.session_id = argv[optind];
+    req.turn = (uint32_t)turn;
+    req.ignore_eos = ignore_eos;
+    return answer_again(c, "Rewind", &req.base);
+}
+
+static int cmd_export(ctl *c, int argc, char **argv)
+{
+    Hymba__V1__ExportRequest req = HYMBA__V1__EXPORT_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    int r;
+
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("Usage: hymbactl export ID > FILE\n"
+               "\n"
+               "Write session ID's checkpoint (docs/checkpoint.md: messages, model state,\n"
+               "turn snapshots) to standard output, which hymbad writes to directly (the\n"
+               "descriptor is passed over D-Bus).  'hymbactl import FILE' reads it back.\n");
+        return CTL_EXIT_OK;
+    }
+    if (argc != 2)
+        return usage_error("%s", "export needs exactly one session ID (and stdout redirected to a file)");
+    if (isatty(STDOUT_FILENO))
+        return usage_error("%s", "export writes a binary checkpoint: redirect stdout (hymbactl export ID > chat.hyck)");
+    req.session_id = argv[1];
+    r = ctl_connect(c);
+    if (r)
+        return r;
+    fflush(stdout);
+    r = ctl_call_fd(c, CTL_IFACE_SESSION, "Export", &req.base, STDOUT_FILENO,
+                    &hymba__v1__export_reply__descriptor, &reply);
+    if (r == CTL_EXIT_OK)
+        fprintf(stderr, "exported session %s: %llu bytes\n", argv[1],
+                (unsigned long long)((Hymba__V1__ExportReply *)reply)->bytes);
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    return r;
+}
+
+static int cmd_import(ctl *c, int argc, char **argv)
+{
+    Hymba__V1__ImportRequest req = HYMBA__V1__IMPORT_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    int fd, r;
+
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("Usage: hymbactl import FILE\n"
+               "\n"
+               "Make a new session of yours from a checkpoint written by 'hymbactl export'\n"
+               "('-': standard input).  It must come from the model hymbad runs (the same\n"
+               "fingerprint); the new session id is printed.\n");
+        return CTL_EXIT_OK;
+    }
+    if (argc != 2)
+        return usage_error("%s", "import needs exactly one FILE ('-' for stdin)");
+    fd = strcmp(argv[1], "-") ? open(argv[1], O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+    if (fd < 0) {
+        fprintf(stderr, "hymbactl: %s: %s\n", argv[1], strerror(errno));
+        return CTL_EXIT_FAILED;
+    }
+    r = ctl_connect(c);
+    if (r == CTL_EXIT_OK)
+        r = ctl_call_fd(c, CTL_IFACE_MANAGER, "Import", &req.base, fd, &hymba__v1__import_reply__descriptor, &reply);
+    if (fd != STDIN_FILENO)
+        close(fd);
+    if (r == CTL_EXIT_OK) {
+        const Hymba__V1__SessionInfo *si = ((Hymba__V1__ImportReply *)reply)->session;
+        if (c->json)
+            json_print(session_json(si));
+        else
+            printf("%s\n", si->id);
+    }
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    return r;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -625,6 +806,8 @@ int main(int argc, char **argv)
     static const struct { const char *name; int (*fn)(ctl *, int, char **); } commands[] = {
         { "chat", cmd_chat }, { "ask", cmd_ask }, { "sessions", cmd_sessions },
         { "show", cmd_show }, { "rm", cmd_rm }, { "status", cmd_status },
+        { "regenerate", cmd_regenerate }, { "rewind", cmd_rewind }, { "export", cmd_export },
+        { "import", cmd_import },
     };
     ctl c = { .kind = CTL_BUS_SYSTEM, .sigfd = -1 };
     int opt, r;

@@ -12,6 +12,7 @@
 #include "config.h"
 #include <systemd/sd-daemon.h>
 #include "daemon/log.h"
+#include "daemon/persist.h"
 #include "daemon/wire.h"
 
 #define TITLE_MAX 60                 /* bytes of the first user message shown as a title */
@@ -177,6 +178,9 @@ static int session_lookup(hyd_ctx *c, const char *id, uid_t uid, hyd_session **o
 
     if (id && strlen(id) == HYD_SESSION_ID_LEN)
         s = hyd_session_find(&c->reg, id, uid);
+    if (!s && id && hyd_persist_damaged(id, uid))
+        return sd_bus_error_setf(error, HYD_ERROR_SESSION_DAMAGED, "session %.64s is damaged: %s", id,
+                                 hyd_persist_damaged(id, uid));
     if (!s)
         return sd_bus_error_setf(error, HYD_ERROR_NO_SUCH_SESSION, "no such session: \"%.64s\"", id ? id : "");
     *out = s;
@@ -429,6 +433,7 @@ static int method_delete_session(sd_bus_message *m, void *userdata, sd_bus_error
         return r;
     hyd_session_unlink(&c->reg, s);
     log_info("session %s deleted by uid %u", s->id, (unsigned)uid);
+    hyd_persist_removed(s);
     if (s->active) {
         /* Freed when its request's final event comes back. */
         s->deleted = true;
@@ -825,6 +830,9 @@ int hyd_bus_setup(hyd_ctx *c)
     r = sd_bus_set_exit_on_disconnect(c->bus, 1);
     if (r < 0)
         return log_error_errno(r, "Failed to set exit-on-disconnect");
+    r = hyd_persist_bus_setup(c);
+    if (r < 0)
+        return r;
     r = sd_bus_request_name(c->bus, HYD_BUS_NAME, 0);
     if (r < 0)
         return log_error_errno(r, "Failed to take the name %s on %s (another hymbad running, or the bus policy "

@@ -22,6 +22,7 @@ void hyd_config_init(hyd_config *c)
     c->default_max_new_tokens = 512;
     c->prefill_chunk = 256;
     c->max_batch = 16;
+    c->turn_snapshots = 4;            /* HYD_DEFAULT_TURN_SNAPSHOTS (daemon/persist.h) */
     c->bus_kind = HYD_BUS_SYSTEM;
 }
 
@@ -76,6 +77,7 @@ static const limit_key limit_keys[] = {
     { "default_max_new_tokens", U32_FIELD(default_max_new_tokens), 1, 1u << 24 },
     { "prefill_chunk", U32_FIELD(prefill_chunk), 1, 1u << 16 },
     { "max_batch", U32_FIELD(max_batch), 1, 1024 },
+    { "turn_snapshots", U32_FIELD(turn_snapshots), 0, 16 },
 };
 
 int hyd_config_set(hyd_config *c, const char *key, const char *value, char *msg, size_t msg_len)

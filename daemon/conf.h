@@ -28,6 +28,7 @@ typedef struct hyd_config {
     uint32_t default_max_new_tokens; /* when the request leaves it 0 */
     uint32_t prefill_chunk;          /* prompt tokens per scheduler step */
     uint32_t max_batch;              /* sessions decoded together in one step */
+    uint32_t turn_snapshots;         /* K: answers a session can regenerate/rewind (issue 5) */
     bool debug;                      /* log_level = debug */
     /* Command line only. */
     hyd_bus_kind bus_kind;

@@ -10,6 +10,7 @@
 #include <systemd/sd-daemon.h>
 #include "config.h"
 #include "daemon/hymbad.h"
+#include "daemon/persist.h"
 #include "daemon/log.h"
 
 static void help(void)
@@ -212,11 +213,17 @@ static int run(hyd_ctx *c)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigprocmask(SIG_BLOCK, &mask, NULL);
+    r = hyd_persist_config(&c->cfg);
+    if (r < 0)
+        return r;
     r = state_dir_prepare(c->cfg.state_dir);
     if (r < 0)
         return r;
     c->reg.state_dir = c->cfg.state_dir;
     r = engine_load(c);
+    if (r < 0)
+        return r;
+    r = hyd_persist_init(c);
     if (r < 0)
         return r;
 
@@ -266,6 +273,7 @@ static void shutdown_ctx(hyd_ctx *c)
         sd_bus_slot_unref(c->slot_manager);
         sd_bus_slot_unref(c->slot_session);
         sd_bus_slot_unref(c->slot_owner_changed);
+        hyd_persist_bus_close();
         sd_bus_flush_close_unref(c->bus);
     }
     while (c->reg.head) {
@@ -276,6 +284,7 @@ static void shutdown_ctx(hyd_ctx *c)
         hy_seq_free(s->seq);
         hyd_session_free(s);
     }
+    hyd_persist_fini();
     /* Requests whose final event never came back (a scheduler that failed to start). */
     while (c->live) {
         hyd_request *req = c->live;

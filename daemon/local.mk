@@ -5,6 +5,8 @@ daemon_hymbad_SOURCES = \
 	daemon/bus.c \
 	daemon/conf.h daemon/conf.c \
 	daemon/log.h daemon/log.c \
+	daemon/persist.h daemon/persist.c \
+	daemon/store.h daemon/store.c \
 	daemon/sched.h daemon/sched.c \
 	daemon/session.h daemon/session.c \
 	daemon/wire.h daemon/wire.c

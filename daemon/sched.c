@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include "daemon/log.h"
 #include "engine/chat.h"
+#include "daemon/persist.h"
 
 typedef enum gen_phase {
     PH_NEW,                          /* not yet rendered and tokenized */
@@ -256,13 +257,11 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     int r;
 
     g->t_start = mono_usec();
-    if (!ss->seq) {
-        /* Issue 5: a checkpointed session is restored here instead. */
-        r = hy_seq_new(s->model, &ss->seq, err);
-        if (r < 0)
-            return r;
-        seq_text_drop(ss);
-    }
+    /* A new sequence (its text unknown), or the session's checkpoint or a turn
+     * snapshot restored with the text its state holds. */
+    r = hyd_persist_prepare(s->model, ss, err);
+    if (r < 0)
+        return r;
     /* Only this thread writes the history, so reading it unlocked is safe. */
     msgs = calloc(ss->n_msgs + 2, sizeof(*msgs));
     if (!msgs)
@@ -278,11 +277,12 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
         return r;
 
     have = hy_seq_len(ss->seq);
-    reuse = have > 0 && ss->seq_text && ss->seq_text_len < text_len &&
+    /* Equal: a restored turn snapshot holds the whole prompt (Regenerate, Rewind). */
+    reuse = have > 0 && ss->seq_text && ss->seq_text_len <= text_len &&
             !memcmp(text, ss->seq_text, ss->seq_text_len) && hy_seq_logits(ss->seq);
     from = reuse ? ss->seq_text_len : 0;
     /* Without BOS, as the template's tokenization (add_special_tokens=False). */
-    r = hy_tok_encode(s->tok, text + from, text_len - from, false, &g->ids, &g->n_ids, err);
+    r = from == text_len ? 0 : hy_tok_encode(s->tok, text + from, text_len - from, false, &g->ids, &g->n_ids, err);
     if (r < 0) {
         free(text);
         return r;
@@ -307,6 +307,13 @@ static int gen_start(hyd_sched *s, hyd_request *req, hy_err *err)
     if (!g->detok)
         return hy_err_set(err, -ENOMEM, "out of memory creating a detokenizer");
     g->phase = g->n_ids ? PH_PREFILL : PH_DECODE;
+    if (g->phase == PH_DECODE) {
+        /* Nothing to prefill: the state holds this text already. */
+        ss->seq_text = g->render;
+        ss->seq_text_len = ss->seq_text_cap = g->render_len;
+        g->render = NULL;
+        hyd_persist_turn_start(s->model, ss);
+    }
     return 0;
 }
 
@@ -332,6 +339,7 @@ static int gen_prefill_chunk(hyd_sched *s, hyd_request *req, hy_err *err)
         ss->seq_text_len = ss->seq_text_cap = g->render_len;
         g->render = NULL;
         g->phase = PH_DECODE;
+        hyd_persist_turn_start(s->model, ss);
     }
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <systemd/sd-id128.h>
 #include "daemon/log.h"
+#include "daemon/persist.h"
 
 int64_t hyd_now_usec(void)
 {
@@ -87,6 +88,7 @@ void hyd_session_free(hyd_session *s)
 {
     if (!s)
         return;
+    hyd_persist_session_free(s);
     hyd_msgs_free(s->msgs, s->n_msgs);
     free(s->system_prompt);
     free(s->seq_text);
@@ -166,9 +168,7 @@ out:
 
 void hyd_session_turn_done(const char *state_dir, hyd_session *s, hy_model *m)
 {
-    /* Issue 5 (checkpoints) saves s->seq, the history, sampling and RNG under
-     * state_dir here.  Until then sessions live in memory only. */
-    (void)state_dir;
-    (void)m;
+    (void)state_dir;                 /* the store (daemon/persist.c) was opened on it */
     log_debug("session %s: turn done (%lld tokens)", s->id, (long long)s->n_tokens);
+    hyd_persist_save(m, s);
 }

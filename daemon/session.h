@@ -12,6 +12,7 @@
 #define HYD_SESSION_ID_LEN 32        /* 128 random bits as lowercase hex */
 
 typedef struct hyd_request hyd_request;
+typedef struct hyd_psession hyd_psession;   /* daemon/persist.c */
 
 typedef struct hyd_msg {
     hy_role role;                    /* HY_ROLE_USER or HY_ROLE_ASSISTANT */
@@ -44,6 +45,8 @@ typedef struct hyd_session {
     char *seq_text;                  /* [seq_text_len] the text whose tokens seq holds; NULL: unknown */
     size_t seq_text_len, seq_text_cap;
     hy_rng rng;
+
+    hyd_psession *persist;           /* checkpoint state (daemon/persist.h), NULL until needed */
 
     hyd_request *active;             /* queued or generating; one at a time */
     bool deleted;                    /* freed when the active request finishes */

@@ -6,6 +6,8 @@ engine_libhymba_a_SOURCES = \
 	engine/config.h engine/config.c \
 	engine/safetensors.h engine/safetensors.c \
 	engine/sha256.h engine/sha256.c \
+	engine/crc32c.h engine/crc32c.c \
+	engine/ckpt.h engine/ckpt.c engine/ckpt_seq.c \
 	engine/weights.c \
 	engine/model.c \
 	engine/seq.c \

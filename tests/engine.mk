@@ -23,6 +23,7 @@ check_PROGRAMS += tests/test-run
 TESTS += tests/test-run
 tests_test_run_LDADD = $(HYMBA_TEST_LIBS)
 
+
 # engine-cpu: golden agreement, decode/prefill invariants, state API.
 check_PROGRAMS += tests/test-golden
 TESTS += tests/test-golden

@@ -27,3 +27,8 @@ tools_hymba_bench_LDADD = $(HYMBA_ENGINE_LIBS)
 noinst_PROGRAMS += tools/hymba-tokbench
 tools_hymba_tokbench_SOURCES = tools/hymba-tokbench.c
 tools_hymba_tokbench_LDADD = $(HYMBA_ENGINE_LIBS)
+
+# hymba-ckbench: checkpoint size / save / restore versus re-prefill (ckpt).
+bin_PROGRAMS += tools/hymba-ckbench
+tools_hymba_ckbench_SOURCES = tools/hymba-ckbench.c daemon/store.h daemon/store.c
+tools_hymba_ckbench_LDADD = $(HYMBA_ENGINE_LIBS)
