@@ -78,6 +78,10 @@ _hymbactl()
         mapfile -t COMPREPLY < <(compgen -W "$(_hymbactl_options "$help")" -- "$cur")
         return 0
     elif ! grep -qwE 'ID|SESSION' <<<"$usage"; then
+        # A command that reads a file (import FILE) gets file names.
+        if grep -qw 'FILE' <<<"$usage"; then
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+        fi
         return 0
     fi
     # Session ids of the caller, from the daemon on the same bus (nothing when it is unreachable).

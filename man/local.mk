@@ -6,4 +6,5 @@ dist_man_MANS += \
 	man/hymbactl.1 \
 	man/hymba-mkmodel.1 \
 	man/hymba-run.1 \
-	man/hymba-bench.1
+	man/hymba-bench.1 \
+	man/hymba-ckbench.1

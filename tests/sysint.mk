@@ -19,10 +19,12 @@ SYSINT_TESTS = \
 	tests/test-units.sh \
 	tests/test-policy.sh \
 	tests/test-manpages.sh \
-	tests/test-install.sh
+	tests/test-install.sh \
+	tests/test-completion.sh \
+	tests/test-demo.sh
 TESTS += $(SYSINT_TESTS)
-dist_check_SCRIPTS = $(SYSINT_TESTS)
-EXTRA_DIST += tests/sysint-common.sh
+EXTRA_DIST += $(SYSINT_TESTS)
+EXTRA_DIST += tests/sysint-common.sh tools/demo.sh
 
 # Takes a bus name and answers every call: the service side for test-policy.sh.
 check_PROGRAMS += tests/sysint-bus-peer

@@ -40,6 +40,7 @@ else
 fi
 
 checked=0
+pages_checked=""
 for prog in $HYMBA_PROGRAMS; do
     name=$(basename "$prog")
     page=""
@@ -61,9 +62,24 @@ for prog in $HYMBA_PROGRAMS; do
     for opt in $(comm -13 "$sysint_tmp/help.opts" "$sysint_tmp/doc.opts"); do
         fail "$name: $(basename "$page") documents $opt, which --help does not know"
     done
+    # Each command of the "Commands:" list heads an item of the page's COMMANDS section.
+    "$top_builddir/$prog" --help | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && /^  [a-z]/ { print $1 }' |
+    while read -r cmd; do
+        man_text "$page" | awk '/^\.SH/ { on = ($2 == "COMMANDS"); next } on' |
+            grep -qE "^\.B[IR]* \"?$cmd( |\"|$)" || echo "FAIL: $name: command $cmd is not in the COMMANDS section of $(basename "$page")"
+    done >"$sysint_tmp/cmds"
+    if [ -s "$sysint_tmp/cmds" ]; then fail "$(cat "$sysint_tmp/cmds")"; fi
+    pages_checked="$pages_checked $(basename "$page")"
     checked=$((checked + 1))
 done
 echo "checked $checked program(s) against their pages"
+# No page for a program that is not installed.
+for page in "$top_srcdir"/man/*.[18]; do
+    case " $pages_checked " in
+        *" $(basename "$page") "*) ;;
+        *) fail "$(basename "$page") documents no installed program" ;;
+    esac
+done
 
 # hymbad.conf(5) and the example file name the same keys.
 man_text "$top_srcdir/man/hymbad.conf.5" | awk '/^\.SH/ { on = ($2 == "KEYS"); next } on && /^\.BI / { print $2 }' |

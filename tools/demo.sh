@@ -103,7 +103,7 @@ held=$(json_field tokens "$tmp/sessions1.json")
 # ---- restart ----
 say "Restarting hymbad: the session's state is on disk"
 stop_daemon
-run ls -l "$tmp/state"
+run find "$tmp/state" -type f -printf "%p  %s bytes\n"
 start_daemon
 run "$hymbactl" --bus-address "$bus" sessions
 ctl --json sessions >"$tmp/sessions2.json"
