@@ -31,3 +31,22 @@ check_PROGRAMS += tests/sysint-bus-peer
 tests_sysint_bus_peer_SOURCES = tests/sysint-bus-peer.c
 tests_sysint_bus_peer_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
 tests_sysint_bus_peer_LDADD = $(SYSTEMD_LIBS)
+
+# Tracked files no other fragment distributes: the README's commands and the helpers they run.
+EXTRA_DIST += autogen.sh .ci/deps tools/run-tests.sh tools/daemon-bench.sh bench/tok-bench-js.mjs
+
+# make dist refuses a tarball that lacks a tracked file (when the source tree is a git checkout),
+# so EXTRA_DIST stays complete as the tree grows.  Git's own files and placeholders are exempt.
+SYSINT_DIST_EXEMPT = .gitignore .gitattributes m4/.keep
+dist-hook:
+	@if git -C "$(srcdir)" rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  missing=""; \
+	  for f in `git -C "$(srcdir)" ls-files`; do \
+	    case " $(SYSINT_DIST_EXEMPT) " in *" $$f "*) continue ;; esac; \
+	    test -e "$(distdir)/$$f" || missing="$$missing $$f"; \
+	  done; \
+	  if test -n "$$missing"; then \
+	    echo "dist: tracked files missing from the tarball (add them to EXTRA_DIST):$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
