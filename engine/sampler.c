@@ -2,6 +2,7 @@
 #include "engine/hymba.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,10 +242,32 @@ static int32_t argmax(const float *v, int n)
 /* Per-thread scratch kept between calls: a fresh 256 KB malloc per token goes
  * to mmap and page faults cost more than the sampling itself. */
 static _Thread_local struct { void *p; size_t cap; } scratch[2];
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;                  /* 1 once scratch_key exists */
+
+/* Runs when a thread that sampled exits (hymbad's scheduler thread): its scratch would leak. */
+static void scratch_release(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < 2; i++) {
+        free(scratch[i].p);
+        scratch[i].p = NULL;
+        scratch[i].cap = 0;
+    }
+}
+
+static void scratch_key_init(void)
+{
+    scratch_key_ok = pthread_key_create(&scratch_key, scratch_release) == 0;
+}
 
 static void *scratch_get(int slot, size_t bytes)
 {
     if (scratch[slot].cap < bytes) {
+        pthread_once(&scratch_once, scratch_key_init);
+        if (scratch_key_ok)
+            pthread_setspecific(scratch_key, scratch);
         void *p = realloc(scratch[slot].p, bytes);
         if (!p)
             return NULL;
