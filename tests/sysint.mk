@@ -32,6 +32,10 @@ tests_sysint_bus_peer_SOURCES = tests/sysint-bus-peer.c
 tests_sysint_bus_peer_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
 tests_sysint_bus_peer_LDADD = $(SYSTEMD_LIBS)
 
+# Plays systemd's NOTIFY_SOCKET: proves hymbad sends READY=1 (hymbad.service is Type=notify).
+check_PROGRAMS += tests/sysint-notify-wait
+tests_sysint_notify_wait_SOURCES = tests/sysint-notify-wait.c
+
 # Tracked files no other fragment distributes: the README's commands and the helpers they run.
 EXTRA_DIST += autogen.sh .ci/deps tools/run-tests.sh tools/daemon-bench.sh bench/tok-bench-js.mjs
 

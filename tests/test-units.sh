@@ -14,7 +14,7 @@ for f in "$unit" "$uunit" "$sysact" "$sesact"; do
 done
 
 # The system unit.
-require_key "$unit" Type dbus
+require_key "$unit" Type notify
 require_key "$unit" BusName org.hymba.Assistant1
 require_key "$unit" ExecStart "$HYMBA_SBINDIR/hymbad"
 require_key "$unit" User hymba
@@ -43,7 +43,7 @@ done || fail "hymbad.service allows a device CUDA does not need"
 grep -q 'MemoryDenyWriteExecute' "$unit" || fail "hymbad.service: no comment on why MemoryDenyWriteExecute is unset"
 
 # The user unit.
-require_key "$uunit" Type dbus
+require_key "$uunit" Type notify
 require_key "$uunit" BusName org.hymba.Assistant1
 require_key "$uunit" ExecStart "$HYMBA_SBINDIR/hymbad --user"
 forbid_key "$uunit" User "a user unit runs as its user"
@@ -101,6 +101,30 @@ else
     fi
     # The exact hardening level, for the log (systemd's own exposure score; lower is better).
     systemd-analyze security --offline=true "$sysint_tmp/sys/hymbad.service" 2>/dev/null | tail -n 1 || true
+fi
+
+# Type=notify is right only if hymbad says READY=1: run it against a stand-in notification socket.
+hymbad="$top_builddir/daemon/hymbad"
+mkmodel="$top_builddir/tools/hymba-mkmodel"
+if [ -x "$hymbad" ] && [ -x "$mkmodel" ] && command -v dbus-daemon >/dev/null; then
+    "$mkmodel" --quiet "$sysint_tmp/model" || fail "hymba-mkmodel failed"
+    dbus-daemon --session --address="unix:path=$sysint_tmp/bus" --nofork --nopidfile >/dev/null 2>&1 &
+    bus_pid=$!
+    "$top_builddir/tests/sysint-notify-wait" "$sysint_tmp/notify" 60 >"$sysint_tmp/notify.out" 2>&1 &
+    wait_pid=$!
+    i=0
+    while { [ ! -S "$sysint_tmp/bus" ] || [ ! -S "$sysint_tmp/notify" ]; } && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    NOTIFY_SOCKET="$sysint_tmp/notify" "$hymbad" --bus-address "unix:path=$sysint_tmp/bus" \
+        --model "$sysint_tmp/model" --backend cpu --threads 1 --state-dir "$sysint_tmp/state" \
+        >"$sysint_tmp/hymbad.log" 2>&1 &
+    daemon_pid=$!
+    wait "$wait_pid" || fail "hymbad sent no READY=1 (Type=notify would time out): $(cat "$sysint_tmp/notify.out" "$sysint_tmp/hymbad.log")"
+    kill "$daemon_pid" "$bus_pid" 2>/dev/null
+    wait "$daemon_pid" || fail "hymbad did not exit 0 on SIGTERM: $(cat "$sysint_tmp/hymbad.log")"
+    wait "$bus_pid" 2>/dev/null
+    grep -q '^STATUS=' "$sysint_tmp/notify.out" || fail "hymbad sent no STATUS= line"
+else
+    echo "note: hymbad or dbus-daemon missing: READY=1 not checked"
 fi
 
 # sysusers.d: creates the static system user hymba, home /var/lib/hymba, no login shell.
