@@ -26,9 +26,53 @@ finish() {
     exit 0
 }
 
-# A scratch directory under the build tree's tmp (never the source tree), removed on exit.
+# A scratch directory (never in the source tree) and the processes a test started: on exit every
+# one of them is killed and waited for, and the directory removed.
 sysint_tmp=$(mktemp -d "${TMPDIR:-/tmp}/hymba-sysint.XXXXXX") || exit 1
-trap 'rm -rf "$sysint_tmp"' EXIT
+sysint_pids=""
+sysint_cleanup() {
+    for p in $sysint_pids; do kill "$p" 2>/dev/null; done
+    for p in $sysint_pids; do wait "$p" 2>/dev/null; done
+    rm -rf "$sysint_tmp"
+}
+trap sysint_cleanup EXIT
+
+# wait_for_socket PATH: up to 5 s for a listening socket to appear.
+wait_for_socket() {
+    i=0
+    while [ ! -S "$1" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    [ -S "$1" ]
+}
+
+# daemon_start [ENV=VALUE...]: a tiny random model, a private bus and hymbad on it (the
+# assignments go into hymbad's environment); sets $bus and $daemon_pid.  Fails the test and
+# returns 1 when the daemon does not answer within 20 s.
+daemon_start() {
+    bus="unix:path=$sysint_tmp/bus"
+    "$top_builddir/tools/hymba-mkmodel" --quiet "$sysint_tmp/model" || { fail "hymba-mkmodel failed"; return 1; }
+    dbus-daemon --session --address="$bus" --nofork --nopidfile >"$sysint_tmp/bus.log" 2>&1 &
+    sysint_pids="$sysint_pids $!"
+    wait_for_socket "$sysint_tmp/bus" || { fail "dbus-daemon did not start: $(cat "$sysint_tmp/bus.log")"; return 1; }
+    env "$@" "$top_builddir/daemon/hymbad" --bus-address "$bus" --model "$sysint_tmp/model" --backend cpu \
+        --threads 1 --state-dir "$sysint_tmp/state" >"$sysint_tmp/hymbad.log" 2>&1 &
+    daemon_pid=$!
+    sysint_pids="$sysint_pids $daemon_pid"
+    i=0
+    until "$top_builddir/client/hymbactl" --bus-address "$bus" status >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ $i -gt 400 ] || ! kill -0 "$daemon_pid" 2>/dev/null; then
+            fail "hymbad did not come up: $(cat "$sysint_tmp/hymbad.log")"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# daemon_usable: the programs daemon_start needs are here.
+daemon_usable() {
+    command -v dbus-daemon >/dev/null && [ -x "$top_builddir/daemon/hymbad" ] &&
+        [ -x "$top_builddir/tools/hymba-mkmodel" ] && [ -x "$top_builddir/client/hymbactl" ]
+}
 
 # key_value FILE KEY: every value of "KEY=value" lines in an ini-style FILE, one per line.
 key_value() {

@@ -21,6 +21,7 @@ SYSINT_TESTS = \
 	tests/test-manpages.sh \
 	tests/test-install.sh \
 	tests/test-completion.sh \
+	tests/test-client-tty.sh \
 	tests/test-demo.sh
 TESTS += $(SYSINT_TESTS)
 EXTRA_DIST += $(SYSINT_TESTS)

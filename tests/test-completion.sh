@@ -46,35 +46,17 @@ out=$(complete_words "$hymbactl" --bus-address "unix:path=$sysint_tmp/no-bus" sh
 [ -z "$(echo "$out" | tr -d ' ')" ] || fail "show with no daemon offered: $out"
 
 # Session ids from a live daemon on a private bus.
-mkmodel="$top_builddir/tools/hymba-mkmodel"
-hymbad="$top_builddir/daemon/hymbad"
-if command -v dbus-daemon >/dev/null && [ -x "$hymbad" ] && [ -x "$mkmodel" ]; then
-    pids=""
-    cleanup() {
-        for p in $pids; do kill "$p" 2>/dev/null; done
-        for p in $pids; do wait "$p" 2>/dev/null; done
-        rm -rf "$sysint_tmp"
-    }
-    trap cleanup EXIT
-    bus="unix:path=$sysint_tmp/bus"
-    "$mkmodel" --quiet "$sysint_tmp/model" || fail "hymba-mkmodel failed"
-    dbus-daemon --session --address="$bus" --nofork --nopidfile >"$sysint_tmp/bus.log" 2>&1 &
-    pids="$pids $!"
-    i=0
-    while [ ! -S "$sysint_tmp/bus" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-    "$hymbad" --bus-address "$bus" --model "$sysint_tmp/model" --backend cpu --threads 1 \
-        --state-dir "$sysint_tmp/state" >"$sysint_tmp/hymbad.log" 2>&1 &
-    pids="$pids $!"
-    i=0
-    while ! "$hymbactl" --bus-address "$bus" status >/dev/null 2>&1 && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
-    "$hymbactl" --bus-address "$bus" ask --max-tokens 2 "hello" >/dev/null 2>"$sysint_tmp/ask.err" ||
-        fail "ask failed: $(cat "$sysint_tmp/ask.err" "$sysint_tmp/hymbad.log")"
-    id=$(sed -n 's/^session \([0-9a-f]*\).*/\1/p' "$sysint_tmp/ask.err")
-    [ -n "$id" ] || fail "no session id from ask"
-    expect "$id" "$hymbactl" --bus-address "$bus" show ""
-    expect "$id" "$hymbactl" --bus-address "$bus" ask --session ""
-    expect "$id" "$hymbactl" --bus-address "$bus" rm ""
-    expect_not "$id" "$hymbactl" --bus-address "$bus" import ""
+if daemon_usable; then
+    if daemon_start; then
+        "$hymbactl" --bus-address "$bus" ask --max-tokens 2 "hello" >/dev/null 2>"$sysint_tmp/ask.err" ||
+            fail "ask failed: $(cat "$sysint_tmp/ask.err" "$sysint_tmp/hymbad.log")"
+        id=$(sed -n 's/^session \([0-9a-f]*\).*/\1/p' "$sysint_tmp/ask.err")
+        [ -n "$id" ] || fail "no session id from ask"
+        expect "$id" "$hymbactl" --bus-address "$bus" show ""
+        expect "$id" "$hymbactl" --bus-address "$bus" ask --session ""
+        expect "$id" "$hymbactl" --bus-address "$bus" rm ""
+        expect_not "$id" "$hymbactl" --bus-address "$bus" import ""
+    fi
 else
     echo "note: no dbus-daemon or daemon build: session ids not checked"
 fi

@@ -44,20 +44,10 @@ cat >"$sysint_tmp/bus.conf" <<CONF
 </busconfig>
 CONF
 
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    for p in $pids; do wait "$p" 2>/dev/null; done
-    rm -rf "$sysint_tmp"
-}
-trap cleanup EXIT
-
 dbus-daemon --config-file="$sysint_tmp/bus.conf" --nofork --nopidfile >"$sysint_tmp/bus.log" 2>&1 &
-pids="$pids $!"
+sysint_pids="$sysint_pids $!"
 addr="unix:path=$sysint_tmp/bus"
-i=0
-while [ ! -S "$sysint_tmp/bus" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-[ -S "$sysint_tmp/bus" ] || { cat "$sysint_tmp/bus.log" >&2; fail "dbus-daemon did not start with the policy"; finish test-policy; }
+wait_for_socket "$sysint_tmp/bus" || { cat "$sysint_tmp/bus.log" >&2; fail "dbus-daemon did not start with the policy"; finish test-policy; }
 if grep -v 'fd limit' "$sysint_tmp/bus.log" | grep -qi 'unknown\|error\|invalid'; then fail "dbus-daemon complains: $(cat "$sysint_tmp/bus.log")"; fi
 
 # Anyone but the owner user is refused the name.
@@ -68,7 +58,7 @@ rc=$?
 
 # The owner user takes it and answers calls.
 as_owner "$peer" "$addr" org.hymba.Assistant1 >"$sysint_tmp/owner.out" 2>&1 &
-pids="$pids $!"
+sysint_pids="$sysint_pids $!"
 i=0
 while ! grep -qs . "$sysint_tmp/owner.out" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 grep -qx owner "$sysint_tmp/owner.out" || { fail "the owner user could not take the name: $(cat "$sysint_tmp/owner.out")"; finish test-policy; }

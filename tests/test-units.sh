@@ -104,25 +104,19 @@ else
 fi
 
 # Type=notify is right only if hymbad says READY=1: run it against a stand-in notification socket.
-hymbad="$top_builddir/daemon/hymbad"
-mkmodel="$top_builddir/tools/hymba-mkmodel"
-if [ -x "$hymbad" ] && [ -x "$mkmodel" ] && command -v dbus-daemon >/dev/null; then
-    "$mkmodel" --quiet "$sysint_tmp/model" || fail "hymba-mkmodel failed"
-    dbus-daemon --session --address="unix:path=$sysint_tmp/bus" --nofork --nopidfile >/dev/null 2>&1 &
-    bus_pid=$!
+if daemon_usable; then
     "$top_builddir/tests/sysint-notify-wait" "$sysint_tmp/notify" 60 >"$sysint_tmp/notify.out" 2>&1 &
     wait_pid=$!
-    i=0
-    while { [ ! -S "$sysint_tmp/bus" ] || [ ! -S "$sysint_tmp/notify" ]; } && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-    NOTIFY_SOCKET="$sysint_tmp/notify" "$hymbad" --bus-address "unix:path=$sysint_tmp/bus" \
-        --model "$sysint_tmp/model" --backend cpu --threads 1 --state-dir "$sysint_tmp/state" \
-        >"$sysint_tmp/hymbad.log" 2>&1 &
-    daemon_pid=$!
-    wait "$wait_pid" || fail "hymbad sent no READY=1 (Type=notify would time out): $(cat "$sysint_tmp/notify.out" "$sysint_tmp/hymbad.log")"
-    kill "$daemon_pid" "$bus_pid" 2>/dev/null
-    wait "$daemon_pid" || fail "hymbad did not exit 0 on SIGTERM: $(cat "$sysint_tmp/hymbad.log")"
-    wait "$bus_pid" 2>/dev/null
-    grep -q '^STATUS=' "$sysint_tmp/notify.out" || fail "hymbad sent no STATUS= line"
+    wait_for_socket "$sysint_tmp/notify" || fail "the stand-in notify socket did not appear"
+    if daemon_start NOTIFY_SOCKET="$sysint_tmp/notify"; then
+        wait "$wait_pid" || fail "hymbad sent no READY=1 (Type=notify would time out): $(cat "$sysint_tmp/notify.out")"
+        grep -q '^STATUS=' "$sysint_tmp/notify.out" || fail "hymbad sent no STATUS= line"
+        kill "$daemon_pid"
+        wait "$daemon_pid" || fail "hymbad did not exit 0 on SIGTERM: $(cat "$sysint_tmp/hymbad.log")"
+    else
+        kill "$wait_pid" 2>/dev/null
+        wait "$wait_pid" 2>/dev/null
+    fi
 else
     echo "note: hymbad or dbus-daemon missing: READY=1 not checked"
 fi
