@@ -83,6 +83,18 @@ typedef struct hy_rng {
 } hy_rng;
 
 void hy_sampling_default(hy_sampling *p);
+
+/* Append tokens[b] to each of B conversations and choose each one's next
+ * token next[b].  With a backend that samples on the device (CUDA) and no
+ * repetition penalty, only the ids leave the device; keep_logits also copies
+ * the logits (hy_seq_logits is NULL after a call without them).  Otherwise
+ * the logits come back and hy_sample picks on the host. */
+int hy_seq_decode_next(hy_model *m, hy_seq **seqs, const int32_t *tokens, int B, const hy_sampling *p,
+                       hy_rng *rng, bool keep_logits, int32_t *next, hy_err *err);
+
+/* The backend's device ceilings measured now (copy GB/s counting bytes read
+ * and written, bf16 matrix TFLOP/s); -ENOTSUP for backends without them. */
+int hy_model_device_ceilings(hy_model *m, double *copy_gbps, double *mm_tflops, hy_err *err);
 void hy_rng_seed(hy_rng *r, uint64_t seed);
 /* Pick the next token from logits[vocab].  history: recent tokens for the
  * repetition penalty.  Does not modify logits. */

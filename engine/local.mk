@@ -11,6 +11,7 @@ engine_libhymba_a_SOURCES = \
 	engine/weights.c \
 	engine/model.c \
 	engine/seq.c \
+	engine/seq_next.c \
 	engine/sampler.c \
 	engine/tok.h engine/tok_internal.h engine/tok.c engine/tok_util.c \
 	engine/tok_encode.c engine/tok_decode.c \

@@ -146,6 +146,14 @@ typedef enum hy_logits_mode {
     HY_LOGITS_ALL = 2,       /* every position of the chunk: [n, vocab] */
 } hy_logits_mode;
 
+/* Parameters of the optional on-device sampler (decode_sample). */
+typedef struct hy_sample_params {
+    float temperature;       /* <= 0: greedy (argmax, lowest id on ties) */
+    int top_k;               /* <= 0: off */
+    float top_p;             /* >= 1: off */
+    float min_p;             /* <= 0: off (relative to the most likely token) */
+} hy_sample_params;
+
 typedef struct hy_backend_ops {
     const char *name;
 
@@ -188,6 +196,22 @@ typedef struct hy_backend_ops {
     int (*state_import)(void *ctx, void *bm, void *st, const void *buf, size_t len, hy_err *err);
 
     void (*stats)(void *ctx, hy_backend_stats *out);
+
+    /* ---- Optional operations: NULL when a backend lacks them (the CPU's). ---- */
+
+    /* decode, then pick the next token of each conversation on the device:
+     * only ids[B] come back (and the logits when logits != NULL).  u[b] is a
+     * uniform draw in [0, 1) for row b (unused when greedy).  Order: keep the
+     * top_k logits, then the smallest most-likely set of mass >= top_p, then
+     * those with p >= min_p * p_max; sample with temperature. */
+    int (*decode_sample)(void *ctx, void *bm, void **st, const int32_t *tokens, int B,
+                         const hy_sample_params *sp, const float *u, int32_t *ids,
+                         float *logits, hy_err *err);
+
+    /* Device ceilings measured now, for roofline figures: device-to-device
+     * copy bandwidth (bytes read + written, GB/s) and a large bf16 matrix
+     * product (TFLOP/s).  Takes about a second. */
+    int (*ceilings)(void *ctx, double *copy_gbps, double *mm_tflops, hy_err *err);
 } hy_backend_ops;
 
 extern const hy_backend_ops hy_backend_cpu;

@@ -1,1 +1,13 @@
-# cuda tests.
+# CUDA backend tests: kernels vs host references, the backend vs golden and the CPU backend.
+# Without a GPU (CI) they are still built and linked, and print "SKIP: no CUDA device: <reason>".
+if HAVE_CUDA
+check_PROGRAMS += tests/test-cuda-kernels
+TESTS += tests/test-cuda-kernels
+tests_test_cuda_kernels_SOURCES = tests/test-cuda-kernels.cu
+tests_test_cuda_kernels_LDADD = kernels/cuda/libhykcuda.a kernels/cpu/libhykcpu.a $(CUDA_LIBS) -lm
+
+check_PROGRAMS += tests/test-cuda-backend
+TESTS += tests/test-cuda-backend
+tests_test_cuda_backend_SOURCES = tests/test-cuda-backend.c tests/randmodel.c tests/randmodel.h
+tests_test_cuda_backend_LDADD = $(HYMBA_TEST_LIBS)
+endif

@@ -33,8 +33,14 @@ typedef struct bench_opts {
     int repeat;
     int batches[MAX_BATCHES];
     int n_batches;
+    int prefills[MAX_BATCHES];   /* extra prompt lengths: prefill tok/s and time to first token */
+    int n_prefills;
+    int chunk;                   /* positions per prefill call (0: engine default) */
     bool json;
 } bench_opts;
+
+/* Device ceilings when the backend measures them (CUDA): copy GB/s, bf16 TFLOP/s. */
+static double dev_bw_gbs, dev_tflops;
 
 static double now_s(void)
 {
@@ -153,16 +159,30 @@ static int bench_decode(hy_model *m, const bench_opts *o, int B, const int32_t *
         if (rc == 0)
             rc = hy_seq_prefill(m, seqs[b], prompt, o->prompt - b % 4 > 0 ? o->prompt - b % 4 : 1, NULL, err);
     }
+    hy_sampling gp;
+    hy_rng rng;
+    int32_t *next = calloc((size_t)B, sizeof(int32_t));
+    hy_sampling_default(&gp);
+    gp.temperature = 0.0f;   /* greedy */
+    gp.repeat_penalty = 1.0f;
+    hy_rng_seed(&rng, TOKEN_SEED);
+    for (int b = 0; b < B; b++)
+        tok[b] = greedy(hy_seq_logits(seqs[b]), vocab);
     for (int r = 0; r < o->repeat && rc == 0; r++) {
         double t0 = now_s();
+        /* the next token is chosen inside the step (on the device when the backend can) */
         for (int step = 0; step < o->decode && rc == 0; step++) {
-            for (int b = 0; b < B; b++)
-                tok[b] = greedy(hy_seq_logits(seqs[b]), vocab);
-            rc = hy_seq_decode_batch(m, seqs, tok, B, err);
+            rc = hy_seq_decode_next(m, seqs, tok, B, &gp, &rng, false, next, err);
+            memcpy(tok, next, (size_t)B * sizeof(int32_t));
         }
         runs[r] = (double)B * o->decode / (now_s() - t0);
         if (frac) {
-            bws[r] = copy_bandwidth(threads);
+            double dbw = 0, dtf = 0;
+            hy_err e2;
+            if (dev_bw_gbs > 0 && hy_model_device_ceilings(m, &dbw, &dtf, &e2) == 0)
+                bws[r] = dbw * 1e9;
+            else
+                bws[r] = copy_bandwidth(threads);
             fr[r] = wb && bws[r] > 0 ? runs[r] / (bws[r] / (double)wb) : 0;
         }
     }
@@ -175,11 +195,62 @@ static int bench_decode(hy_model *m, const bench_opts *o, int B, const int32_t *
     }
     free(fr);
     free(bws);
+    free(next);
     for (int b = 0; b < B; b++)
         hy_seq_free(seqs[b]);
     free(seqs);
     free(tok);
     free(runs);
+    return rc;
+}
+
+/* Matrix FLOPs of a prefill of T tokens after the meta rows: every Linear on
+ * every row (lm_head on the last only), attention scores and P.V over the
+ * keys each row sees (global: all before it; SWA: meta + window + itself). */
+static double prefill_flops(const hy_arch *a, int T)
+{
+    double lin = 0, f;
+    int P = a->dt_rank + 2 * a->d_state;
+    for (int L = 0; L < a->n_layers; L++)
+        lin += (double)a->in_proj_rows[L] * a->hidden + (double)P * a->d_inner + (double)a->d_inner * a->dt_rank +
+               (double)a->hidden * a->d_inner + 3.0 * a->intermediate * a->hidden;
+    f = 2.0 * lin * T + 2.0 * a->vocab * a->hidden;
+    for (int L = 0; L < a->n_layers; L++)
+        for (int t = 0; t < T; t++) {
+            int64_t i = (int64_t)a->n_meta + t, cap = (int64_t)a->n_meta + a->window + 1;
+            int64_t keys = a->is_global[L] || i + 1 <= cap ? i + 1 : cap;
+            f += 2.0 * a->n_heads * (double)keys * (a->head_dim + a->v_head_dim);
+        }
+    return f;
+}
+
+/* One fresh conversation: prefill of n prompt tokens, then the first token
+ * chosen (time to first token).  frac: achieved FLOP rate over the device's
+ * measured bf16 matrix rate (0 when unknown). */
+static int bench_prefill(hy_model *m, const int32_t *prompt, int n, double *tok_s, double *ttft, double *frac,
+                         hy_err *err)
+{
+    hy_seq *s = NULL;
+    int rc = hy_seq_new(m, &s, err);
+    if (rc < 0)
+        return rc;
+    /* warm-up on a short prompt: first-use costs (graph capture, cuBLAS heuristics) stay out */
+    if ((rc = hy_seq_prefill(m, s, prompt, n < 64 ? n : 64, NULL, err)) < 0) {
+        hy_seq_free(s);
+        return rc;
+    }
+    hy_seq_reset(m, s);
+    double t0 = now_s();
+    rc = hy_seq_prefill(m, s, prompt, n, NULL, err);
+    double t1 = now_s();
+    if (rc == 0) {
+        volatile int32_t first = greedy(hy_seq_logits(s), hy_model_arch(m)->vocab);
+        (void)first;
+        *ttft = now_s() - t0;
+        *tok_s = n / (t1 - t0);
+        *frac = dev_tflops > 0 ? prefill_flops(hy_model_arch(m), n) / (t1 - t0) / (dev_tflops * 1e12) : 0;
+    }
+    hy_seq_free(s);
     return rc;
 }
 
@@ -198,6 +269,9 @@ static void usage(FILE *f)
             "  --decode N          decode steps per measurement (default 16)\n"
             "  --batch B,...       extra decode batch sizes (default none)\n"
             "  --repeat R          decode measurements, the median is reported (default 3)\n"
+            "  --prefill N,...     extra prompt lengths: prefill tok/s, time to first token and\n"
+            "                      the fraction of the device's bf16 matrix rate (when measured)\n"
+            "  --chunk N           positions per prefill call (default: the engine's)\n"
             "  --json              one JSON object on stdout\n");
 }
 
@@ -208,6 +282,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"threads", required_argument, NULL, 't'}, {"prompt", required_argument, NULL, 'p'},
         {"decode", required_argument, NULL, 'd'}, {"batch", required_argument, NULL, 'B'},
         {"repeat", required_argument, NULL, 'r'}, {"json", no_argument, NULL, 'j'},
+        {"prefill", required_argument, NULL, 'P'}, {"chunk", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     int c;
     *o = (bench_opts){.backend = "auto", .prompt = 128, .decode = 16, .repeat = 3};
@@ -220,6 +295,20 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'p': o->prompt = (int)strtol(optarg, &end, 10); break;
         case 'd': o->decode = (int)strtol(optarg, &end, 10); break;
         case 'r': o->repeat = (int)strtol(optarg, &end, 10); break;
+        case 'c': o->chunk = (int)strtol(optarg, &end, 10); break;
+        case 'P':
+            for (char *p = optarg; *p;) {
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 1 || v > 1000000 || o->n_prefills == MAX_BATCHES || (*end && *end != ',')) {
+                    fprintf(stderr, "hymba-bench: --prefill '%s': expected up to %d lengths in 1..1000000\n",
+                            optarg, MAX_BATCHES);
+                    return -1;
+                }
+                o->prefills[o->n_prefills++] = (int)v;
+                p = *end == ',' ? end + 1 : end;
+            }
+            end = NULL;
+            break;
         case 'j': o->json = true; break;
         case 'B':
             for (char *p = optarg; *p;) {
@@ -270,8 +359,11 @@ int main(int argc, char **argv)
     int threads = o.threads > 0 ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1)
         threads = 1;
-    hy_load_opts lo = {.backend = o.backend, .threads = o.threads,
+    hy_load_opts lo = {.backend = o.backend, .threads = o.threads, .prefill_chunk = o.chunk,
                        .max_ctx = o.prompt + (int64_t)o.decode * o.repeat + 8};
+    for (int i = 0; i < o.n_prefills; i++)
+        if (o.prefills[i] + 8 > lo.max_ctx)
+            lo.max_ctx = o.prefills[i] + 8;
     double t0 = now_s();
     if (hy_model_load(o.dir, &lo, &m, &err) < 0) {
         fprintf(stderr, "hymba-bench: %s\n", err.msg);
@@ -279,8 +371,22 @@ int main(int argc, char **argv)
     }
     double load_s = now_s() - t0;
     const hy_arch *a = hy_model_arch(m);
-    int32_t *prompt = malloc((size_t)o.prompt * sizeof(int32_t));
-    random_tokens(prompt, o.prompt, a->vocab);
+    {
+        hy_err e2;
+        if (hy_model_device_ceilings(m, &dev_bw_gbs, &dev_tflops, &e2) < 0)
+            dev_bw_gbs = dev_tflops = 0;
+    }
+    int maxp = o.prompt;
+    for (int i = 0; i < o.n_prefills; i++)
+        maxp = o.prefills[i] > maxp ? o.prefills[i] : maxp;
+    int32_t *prompt = malloc((size_t)maxp * sizeof(int32_t));
+    random_tokens(prompt, maxp, a->vocab);
+    double pf_tok_s[MAX_BATCHES] = {0}, pf_ttft[MAX_BATCHES] = {0}, pf_frac[MAX_BATCHES] = {0};
+    for (int i = 0; i < o.n_prefills; i++)
+        if (bench_prefill(m, prompt, o.prefills[i], &pf_tok_s[i], &pf_ttft[i], &pf_frac[i], &err) < 0) {
+            fprintf(stderr, "hymba-bench: prefill of %d: %s\n", o.prefills[i], err.msg);
+            return 1;
+        }
 
     /* prefill: one conversation, the whole prompt */
     hy_seq *s = NULL;
@@ -313,6 +419,11 @@ int main(int argc, char **argv)
                o.decode, o.repeat, dec1, bw / 1e9, roof, frac);
         for (int i = 0; i < o.n_batches; i++)
             printf("%s{\"batch\": %d, \"decode_tok_s\": %.3f}", i ? ", " : "", o.batches[i], dec[i]);
+        printf("], \"device_copy_gbs\": %.3f, \"device_bf16_tflops\": %.3f, \"prefills\": [", dev_bw_gbs,
+               dev_tflops);
+        for (int i = 0; i < o.n_prefills; i++)
+            printf("%s{\"tokens\": %d, \"tok_s\": %.3f, \"ttft_s\": %.6f, \"matrix_fraction\": %.4f}",
+                   i ? ", " : "", o.prefills[i], pf_tok_s[i], pf_ttft[i], pf_frac[i]);
         printf("]}\n");
     } else {
         printf("model          %s (%s backend, %d threads)\n", o.dir, hy_model_backend(m), threads);
@@ -328,6 +439,16 @@ int main(int argc, char **argv)
         printf("roofline       %.3f tok/s (median bandwidth / weight bytes)\n", roof);
         printf("fraction       decode B=1 at %.1f%% of the roofline (median of the per-repeat fractions)\n",
                100 * frac);
+        if (dev_bw_gbs > 0)
+            printf("device         copy %.1f GB/s (read + written), bf16 matrix product %.1f TFLOP/s "
+                   "(measured by the backend; the roofline above uses its copy bandwidth)\n", dev_bw_gbs, dev_tflops);
+        for (int i = 0; i < o.n_prefills; i++) {
+            printf("prefill N=%-5d %.1f tok/s, time to first token %.2f ms", o.prefills[i], pf_tok_s[i],
+                   1e3 * pf_ttft[i]);
+            if (pf_frac[i] > 0)
+                printf(", %.1f%% of the bf16 matrix rate", 100 * pf_frac[i]);
+            printf("\n");
+        }
     }
     free(prompt);
     hy_model_free(m);

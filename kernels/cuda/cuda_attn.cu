@@ -1,0 +1,457 @@
+/* cuda_attn.cu: attention over the K/V cache: split-over-keys kernel (decode, fallback prefill) and a tensor-core flash prefill. */
+#include "kernels/cuda/cuda_kernels.cuh"
+#include <mma.h>
+#include <math.h>
+
+using namespace nvcuda;
+
+__device__ __forceinline__ float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }
+__device__ __forceinline__ float b2f(bf16 x) { return __bfloat162float(x); }
+
+__device__ __forceinline__ int kv_slot(const cu_kvgeom &g, int p)
+{
+    if (g.is_global || p < g.n_meta)
+        return p;
+    return g.n_meta + (p - g.n_meta) % g.ring;
+}
+
+__device__ __forceinline__ float warp_sum_attn(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max_attn(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/*
+ * The keys a query at position p sees, as a list of "logical" keys:
+ * first the visible meta positions [0, nmeta), then positions [lo, p].
+ * Global layers: one range [0, p].
+ */
+struct keyset {
+    int nmeta, lo, n;
+};
+
+__device__ __forceinline__ keyset keys_of(const cu_kvgeom &g, int p_first, int p_last)
+{
+    keyset k;
+    if (g.is_global) {
+        k.nmeta = 0;
+        k.lo = 0;
+    } else {
+        k.nmeta = min(g.n_meta, p_last + 1);
+        k.lo = max(g.n_meta, p_first - g.window);
+    }
+    k.n = k.nmeta + max(0, p_last - k.lo + 1);
+    return k;
+}
+
+__device__ __forceinline__ int key_pos(const keyset &k, int i)
+{
+    return i < k.nmeta ? i : k.lo + (i - k.nmeta);
+}
+
+/* ------------------------------------------------------ split over keys */
+
+/*
+ * Block (kv head, split, token): the G query heads of one KV head over one
+ * slice of the token's keys.  Each lane of a warp scores one key for all G
+ * heads; then the warp accumulates P.V with each lane owning VPL of the dv
+ * output columns.  Warps merge through shared memory at the end.
+ */
+template <int VPL, int DQT>
+__global__ void __launch_bounds__(128) k_attn_split(cu_attn_args a)
+{
+    extern __shared__ float sm[];
+    const int G = a.nh / a.nkv;
+    float *qs = sm;                                   /* [G][dq] */
+    float *wo = qs + G * a.dq;                        /* [4][G][dv] */
+    float *wm = wo + 4 * G * a.dv;                    /* [4][G] */
+    float *wl = wm + 4 * G;                           /* [4][G] */
+    const int t = blockIdx.z, kvh = blockIdx.x, split = blockIdx.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const cu_desc *d = a.per_token ? &a.desc[t] : a.desc;
+    const int p = a.per_token ? d->pos : d->pos + t;
+    const bf16 *K = d->kv[2 * a.kv_layer];
+    const bf16 *V = d->kv[2 * a.kv_layer + 1];
+    const keyset ks = keys_of(a.g, p, p);
+    const int per = (ks.n + a.nsplit - 1) / a.nsplit;
+    const int k0 = split * per, k1 = min(ks.n, k0 + per);
+
+    for (int i = threadIdx.x; i < G * a.dq; i += blockDim.x) {
+        int h = kvh * G + i / a.dq;
+        qs[i] = b2f(a.u[(size_t)t * a.ldu + h * a.dq + i % a.dq]);
+    }
+    __syncthreads();
+
+    float m[CU_MAX_GQA], l[CU_MAX_GQA], o[CU_MAX_GQA][VPL];
+#pragma unroll
+    for (int j = 0; j < CU_MAX_GQA; j++) {
+        m[j] = -INFINITY;
+        l[j] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < VPL; e++)
+            o[j][e] = 0.0f;
+    }
+    for (int base = k0 + warp * 32; base < k1; base += 128) {
+        const int k = base + lane;
+        const bool valid = k < k1;
+        int slot = 0;
+        float sc[CU_MAX_GQA];
+#pragma unroll
+        for (int j = 0; j < CU_MAX_GQA; j++)
+            sc[j] = 0.0f;
+        if (valid) {
+            slot = kv_slot(a.g, key_pos(ks, k));
+            const uint4 *kr = reinterpret_cast<const uint4 *>(K + ((size_t)slot * a.nkv + kvh) * a.dq);
+            /* the whole key row in flight at once when its size is known */
+            uint4 rows[DQT ? DQT / 8 : 1];
+            if (DQT) {
+#pragma unroll
+                for (int c = 0; c < (DQT ? DQT / 8 : 1); c++)
+                    rows[c] = kr[c];
+            }
+#pragma unroll
+            for (int c = 0; c < (DQT ? DQT / 8 : a.dq / 8); c++) {
+                uint4 raw = DQT ? rows[c] : kr[c];
+                const __nv_bfloat162 *kp = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+                float kf[8];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float2 f = __bfloat1622float2(kp[i]);
+                    kf[2 * i] = f.x;
+                    kf[2 * i + 1] = f.y;
+                }
+#pragma unroll
+                for (int j = 0; j < CU_MAX_GQA; j++) {
+                    if (j < G) {
+                        const float *q = qs + j * a.dq + c * 8;
+#pragma unroll
+                        for (int i = 0; i < 8; i++)
+                            sc[j] = fmaf(q[i], kf[i], sc[j]);
+                    }
+                }
+            }
+        }
+        float pj[CU_MAX_GQA];
+#pragma unroll
+        for (int j = 0; j < CU_MAX_GQA; j++) {
+            pj[j] = 0.0f;
+            if (j >= G)
+                continue;
+            float s = valid ? sc[j] * a.scale : -INFINITY;
+            float mnew = fmaxf(m[j], warp_max_attn(s));
+            if (mnew == -INFINITY)
+                continue;
+            float alpha = expf(m[j] - mnew);
+            pj[j] = valid ? expf(s - mnew) : 0.0f;
+            l[j] = l[j] * alpha + warp_sum_attn(pj[j]);
+#pragma unroll
+            for (int e = 0; e < VPL; e++)
+                o[j][e] *= alpha;
+            m[j] = mnew;
+        }
+        const int nk = min(32, k1 - base);
+        /* P.V eight keys at a time: their V rows are loaded before any use */
+        for (int tk0 = 0; tk0 < nk; tk0 += 8) {
+            float vv[8][VPL];
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                int st = __shfl_sync(0xffffffffu, slot, (tk0 + q) & 31);
+                const bf16 *vr = V + ((size_t)st * a.nkv + kvh) * a.dv + lane * VPL;
+#pragma unroll
+                for (int e = 0; e < VPL; e++)
+                    vv[q][e] = tk0 + q < nk ? b2f(vr[e]) : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+#pragma unroll
+                for (int j = 0; j < CU_MAX_GQA; j++) {
+                    if (j >= G)
+                        continue;
+                    float pb = bfr(__shfl_sync(0xffffffffu, pj[j], (tk0 + q) & 31));
+                    if (tk0 + q >= nk)
+                        pb = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < VPL; e++)
+                        o[j][e] = fmaf(pb, vv[q][e], o[j][e]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < CU_MAX_GQA; j++) {
+        if (j >= G)
+            continue;
+#pragma unroll
+        for (int e = 0; e < VPL; e++)
+            wo[(warp * G + j) * a.dv + lane * VPL + e] = o[j][e];
+        if (lane == 0) {
+            wm[warp * G + j] = m[j];
+            wl[warp * G + j] = l[j];
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * a.dv; i += blockDim.x) {
+        int j = i / a.dv, e = i % a.dv;
+        float M = -INFINITY;
+        for (int w = 0; w < 4; w++)
+            M = fmaxf(M, wm[w * G + j]);
+        float L = 0.0f, O = 0.0f;
+        if (M > -INFINITY) {
+            for (int w = 0; w < 4; w++) {
+                if (wm[w * G + j] == -INFINITY)
+                    continue;
+                float f = expf(wm[w * G + j] - M);
+                L += wl[w * G + j] * f;
+                O += wo[(w * G + j) * a.dv + e] * f;
+            }
+        }
+        size_t slot = ((size_t)t * a.nh + kvh * G + j) * a.nsplit + split;
+        a.o[slot * a.dv + e] = O;
+        if (e == 0) {
+            a.ml[slot * 2] = M;
+            a.ml[slot * 2 + 1] = L;
+        }
+    }
+}
+
+cudaError_t cu_attn_split(const cu_attn_args *a, cudaStream_t s)
+{
+    int G = a->nh / a->nkv;
+    if (G > CU_MAX_GQA || a->nh % a->nkv || a->dq % 8 || a->dq > CU_MAX_HEAD_DIM || a->dv % 32 ||
+        a->dv / 32 > CU_MAX_VPL || a->dv / 32 == 3)
+        return cudaErrorInvalidValue;
+    dim3 grid(a->nkv, a->nsplit, a->n);
+    size_t smem = (size_t)(G * a->dq + 4 * G * a->dv + 8 * G) * sizeof(float);
+    if (a->dv == 128 && a->dq == 64)
+        k_attn_split<4, 64><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv == 64 && a->dq == 32)
+        k_attn_split<2, 32><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv == 32 && a->dq == 16)
+        k_attn_split<1, 16><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv / 32 == 1)
+        k_attn_split<1, 0><<<grid, 128, smem, s>>>(*a);
+    else if (a->dv / 32 == 2)
+        k_attn_split<2, 0><<<grid, 128, smem, s>>>(*a);
+    else
+        k_attn_split<4, 0><<<grid, 128, smem, s>>>(*a);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------ flash prefill */
+
+#define FQ 64            /* queries per block */
+#define FK 64            /* keys per tile */
+#define FPAD 8           /* bf16 row padding (keeps wmma rows 32-byte aligned) */
+#define FPADF 4          /* fp32 row padding */
+
+template <int DQ, int DV>
+struct flash_smem {
+    static constexpr int LQ = DQ + FPAD, LV = DV + FPAD, LS = FK + FPADF, LP = FK + FPAD, LO = DV + FPADF;
+    static constexpr size_t q = 0;
+    static constexpr size_t k = q + (size_t)FQ * LQ * 2;
+    static constexpr size_t v = k + (size_t)FK * LQ * 2;
+    static constexpr size_t s = v + (size_t)FK * LV * 2;
+    static constexpr size_t pm = s + (size_t)FQ * LS * 4;
+    static constexpr size_t o = pm + (size_t)FQ * LP * 2;
+    static constexpr size_t kpos = o + (size_t)FQ * LO * 4;
+    static constexpr size_t mrow = kpos + FK * 4;
+    static constexpr size_t bytes = mrow + 3 * FQ * 4;
+};
+
+/*
+ * Block (query tile, head): 4 warps, each owning 16 query rows.  Per key
+ * tile: S = Q K^T on tensor cores into shared memory, online softmax by the
+ * owning warp (P rounded to bf16 as the reference does), O += P V on tensor
+ * cores with O kept in shared memory.
+ */
+template <int DQ, int DV>
+__global__ void __launch_bounds__(128) k_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc,
+                                                    int kv_layer, int nh, int nkv, float scale,
+                                                    cu_kvgeom g, bf16 *att)
+{
+    typedef flash_smem<DQ, DV> L;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smraw + L::q);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smraw + L::k);
+    bf16 *Vs = reinterpret_cast<bf16 *>(smraw + L::v);
+    float *S = reinterpret_cast<float *>(smraw + L::s);
+    bf16 *Pm = reinterpret_cast<bf16 *>(smraw + L::pm);
+    float *O = reinterpret_cast<float *>(smraw + L::o);
+    int *kpos = reinterpret_cast<int *>(smraw + L::kpos);
+    float *mrow = reinterpret_cast<float *>(smraw + L::mrow);
+    float *lrow = mrow + FQ, *arow = lrow + FQ;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t0 = blockIdx.x * FQ, h = blockIdx.y;
+    const int kvh = h / (nh / nkv);
+    const int p0 = desc->pos;
+    const int tlast = min(n, t0 + FQ) - 1;
+    const bf16 *K = desc->kv[2 * kv_layer];
+    const bf16 *V = desc->kv[2 * kv_layer + 1];
+    const keyset ks = keys_of(g, p0 + t0, p0 + tlast);
+
+    for (int i = threadIdx.x; i < FQ * (DQ / 8); i += blockDim.x) {
+        int r = i / (DQ / 8), c = i % (DQ / 8);
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (t0 + r < n)
+            v = *reinterpret_cast<const uint4 *>(u + (size_t)(t0 + r) * ldu + h * DQ + c * 8);
+        *reinterpret_cast<uint4 *>(Qs + r * L::LQ + c * 8) = v;
+    }
+    for (int i = threadIdx.x; i < FQ * L::LO; i += blockDim.x)
+        O[i] = 0.0f;
+    for (int i = threadIdx.x; i < FQ; i += blockDim.x) {
+        mrow[i] = -INFINITY;
+        lrow[i] = 0.0f;
+    }
+    __syncthreads();
+
+    for (int kt = 0; kt < ks.n; kt += FK) {
+        for (int i = threadIdx.x; i < FK; i += blockDim.x)
+            kpos[i] = kt + i < ks.n ? key_pos(ks, kt + i) : -1;
+        __syncthreads();
+        for (int i = threadIdx.x; i < FK * (DQ / 8); i += blockDim.x) {
+            int r = i / (DQ / 8), c = i % (DQ / 8);
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (kpos[r] >= 0)
+                v = *reinterpret_cast<const uint4 *>(K + ((size_t)kv_slot(g, kpos[r]) * nkv + kvh) * DQ + c * 8);
+            *reinterpret_cast<uint4 *>(Ks + r * L::LQ + c * 8) = v;
+        }
+        for (int i = threadIdx.x; i < FK * (DV / 8); i += blockDim.x) {
+            int r = i / (DV / 8), c = i % (DV / 8);
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (kpos[r] >= 0)
+                v = *reinterpret_cast<const uint4 *>(V + ((size_t)kv_slot(g, kpos[r]) * nkv + kvh) * DV + c * 8);
+            *reinterpret_cast<uint4 *>(Vs + r * L::LV + c * 8) = v;
+        }
+        __syncthreads();
+
+        /* S = Q K^T for this warp's 16 rows */
+        for (int ct = 0; ct < FK / 16; ct++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int kk = 0; kk < DQ / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+                wmma::load_matrix_sync(fa, Qs + warp * 16 * L::LQ + kk * 16, L::LQ);
+                wmma::load_matrix_sync(fb, Ks + ct * 16 * L::LQ + kk * 16, L::LQ);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(S + warp * 16 * L::LS + ct * 16, acc, L::LS, wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        /* online softmax: two lanes per row, 32 columns each */
+        {
+            const int r = warp * 16 + (lane >> 1), c0 = (lane & 1) * 32;
+            const int qpos = p0 + t0 + r;
+            const bool qvalid = t0 + r < n;
+            float sv[32];
+            float mx = -INFINITY;
+#pragma unroll
+            for (int c = 0; c < 32; c++) {
+                int kp = kpos[c0 + c];
+                bool vis = qvalid && kp >= 0 && kp <= qpos &&
+                           (g.is_global || kp < g.n_meta || qpos - kp <= g.window);
+                sv[c] = vis ? S[r * L::LS + c0 + c] * scale : -INFINITY;
+                mx = fmaxf(mx, sv[c]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            const float mold = mrow[r];
+            const float mnew = fmaxf(mold, mx);
+            float alpha = 1.0f, sum = 0.0f;
+            if (mnew > -INFINITY) {
+                alpha = expf(mold - mnew);
+#pragma unroll
+                for (int c = 0; c < 32; c++) {
+                    float pv = expf(sv[c] - mnew);
+                    sum += pv;
+                    Pm[r * L::LP + c0 + c] = __float2bfloat16(pv);
+                }
+            } else {
+#pragma unroll
+                for (int c = 0; c < 32; c++)
+                    Pm[r * L::LP + c0 + c] = __float2bfloat16(0.0f);
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            __syncwarp();
+            if ((lane & 1) == 0) {
+                lrow[r] = lrow[r] * alpha + sum;
+                mrow[r] = mnew;
+                arow[r] = alpha;
+            }
+        }
+        __syncwarp();
+        for (int i = lane; i < 16 * DV; i += 32) {
+            int r = warp * 16 + i / DV, c = i % DV;
+            O[r * L::LO + c] *= arow[r];
+        }
+        __syncwarp();
+
+        /* O += P V */
+        for (int ct = 0; ct < DV / 16; ct++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, O + warp * 16 * L::LO + ct * 16, L::LO, wmma::mem_row_major);
+            for (int kk = 0; kk < FK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+                wmma::load_matrix_sync(fa, Pm + warp * 16 * L::LP + kk * 16, L::LP);
+                wmma::load_matrix_sync(fb, Vs + kk * 16 * L::LV + ct * 16, L::LV);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(O + warp * 16 * L::LO + ct * 16, acc, L::LO, wmma::mem_row_major);
+        }
+        __syncthreads();
+    }
+
+    const int di = nh * DV;
+    for (int i = lane; i < 16 * DV; i += 32) {
+        int r = warp * 16 + i / DV, c = i % DV;
+        if (t0 + r >= n)
+            continue;
+        float lv = lrow[r];
+        float v = lv > 0.0f ? O[r * L::LO + c] / lv : 0.0f;
+        att[(size_t)(t0 + r) * di + h * DV + c] = __float2bfloat16(v);
+    }
+}
+
+int cu_attn_flash_supported(int dq, int dv)
+{
+    return (dq == 16 && dv == 32) || (dq == 32 && dv == 64) || (dq == 64 && dv == 128);
+}
+
+template <int DQ, int DV>
+static cudaError_t flash_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+                                int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+{
+    size_t smem = flash_smem<DQ, DV>::bytes;
+    cudaError_t e = cudaFuncSetAttribute(k_attn_flash<DQ, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess)
+        return e;
+    dim3 grid((n + FQ - 1) / FQ, nh);
+    k_attn_flash<DQ, DV><<<grid, 128, smem, s>>>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att);
+    return cudaGetLastError();
+}
+
+cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+                          int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
+                          bf16 *att, cudaStream_t s)
+{
+    if (nh % nkv || (ldu & 7))
+        return cudaErrorInvalidValue;
+    if (dq == 16 && dv == 32)
+        return flash_launch<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 32 && dv == 64)
+        return flash_launch<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 64 && dv == 128)
+        return flash_launch<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    return cudaErrorNotSupported;
+}

@@ -1,0 +1,972 @@
+/* cuda_kernels.cu: element-wise, normalization, GEMV, conv, scan and sampling kernels of the CUDA backend. */
+#include "kernels/cuda/cuda_kernels.cuh"
+#include <math.h>
+#include <float.h>
+
+#define WARP 32
+
+/* Round to bf16 and back: the reference's bf16 storage points (spec §5). */
+__device__ __forceinline__ float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }
+__device__ __forceinline__ float b2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2b(float x) { return __float2bfloat16(x); }
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block; every thread gets the result.  red: 32 floats of shared memory. */
+__device__ float block_sum(float v, float *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ float block_max(float v, float *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+/* Value of a linear layer's output element (b, n), rounded to bf16 as the reference stores it. */
+__device__ __forceinline__ float lin_get(const cu_lin &in, int b, int n)
+{
+    if (in.h)
+        return b2f(in.h[(size_t)b * in.ldh + n]);
+    const float *p = in.part + (size_t)b * in.N + n;
+    const size_t st = (size_t)in.B * in.N;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int k = 0;
+    for (; k + 4 <= in.nsplit; k += 4) {   /* four independent loads in flight */
+        s0 += p[k * st];
+        s1 += p[(k + 1) * st];
+        s2 += p[(k + 2) * st];
+        s3 += p[(k + 3) * st];
+    }
+    for (; k < in.nsplit; k++)
+        s0 += p[k * st];
+    return bfr((s0 + s1) + (s2 + s3));
+}
+
+/* ---------------------------------------------------------------- GEMV */
+
+/* Programmatic dependent launch (sm_90): a kernel lets the next one start
+ * early; the next one waits for this one's results at griddepcontrol.wait. */
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+/* Streaming 16-byte load: weights are read once per step, keep them out of L1. */
+__device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
+{
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ void unpack8(uint4 v, float *f)
+{
+    const __nv_bfloat162 *p = reinterpret_cast<const __nv_bfloat162 *>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(p[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+__device__ __forceinline__ float dot8(uint4 w, const float *x)
+{
+    float f[8];
+    unpack8(w, f);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        s = fmaf(f[i], x[i], s);
+    return s;
+}
+
+/* One warp owns R consecutive rows; lanes stride over the K slice of this
+ * block (blockIdx.y) two 16-byte vectors at a time, so 2*R weight loads per
+ * lane are in flight before the first use. */
+template <int NB, int R>
+__global__ void __launch_bounds__(256) k_gemv(cu_gemv a)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * 8 + warp) * R;
+    if (row0 >= a.N)
+        return;
+    const int kv = a.K >> 3;
+    const int per = (kv + a.nsplit - 1) / a.nsplit;
+    const int v0 = blockIdx.y * per, v1 = min(kv, v0 + per);
+    float acc[R][NB];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            acc[r][b] = 0.0f;
+    const uint4 *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        wr[r] = reinterpret_cast<const uint4 *>(a.W + (size_t)min(row0 + r, a.N - 1) * a.K);
+    if (a.pdl) {
+        /* Launched while the previous kernel still runs: pull this warp's
+         * weights into L2 (they depend on nothing), then wait for X. */
+        for (int v = v0 + lane * 4; v < v1; v += 128)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + v));
+        pdl_wait();
+        pdl_trigger();
+    }
+
+    for (int v = v0 + lane; v < v1; v += 64) {
+        const bool two = v + 32 < v1;
+        uint4 w0[R], w1[R];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            w0[r] = ldg_stream(wr[r] + v);
+        if (two) {
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                w1[r] = ldg_stream(wr[r] + v + 32);
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            if (b >= a.B)
+                break;
+            const uint4 *xr = reinterpret_cast<const uint4 *>(a.X + (size_t)b * a.ldx);
+            float xf[8];
+            unpack8(xr[v], xf);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                acc[r][b] += dot8(w0[r], xf);
+            if (two) {
+                unpack8(xr[v + 32], xf);
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    acc[r][b] += dot8(w1[r], xf);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            acc[r][b] = warp_sum(acc[r][b]);
+    if (lane != 0)
+        return;
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        if (b >= a.B)
+            break;
+        if (a.mode == CU_GV_GATED) {
+#pragma unroll
+            for (int j = 0; j < R / 2; j++) {
+                int n = row0 + 2 * j;
+                if (n + 1 < a.N) {
+                    float g = bfr(silu_f(bfr(acc[2 * j][b])));
+                    a.out[(size_t)b * a.ldo + n / 2] = f2b(g * bfr(acc[2 * j + 1][b]));
+                }
+            }
+            continue;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int n = row0 + r;
+            if (n >= a.N)
+                break;
+            float y = acc[r][b];
+            if (a.mode == CU_GV_BF16)
+                a.out[(size_t)b * a.ldo + n] = f2b(y);
+            else if (a.mode == CU_GV_F32)
+                a.part[(size_t)b * a.ldo + n] = bfr(y);
+            else
+                a.part[((size_t)blockIdx.y * a.B + b) * a.N + n] = y;
+        }
+    }
+}
+
+static int gemv_rows_per_warp(int B) { return B <= 2 ? 4 : 2; }
+
+int cu_gemv_splits(int N, int K, int B, int n_sm)
+{
+    /* independent of B, so a row decoded in a batch sums its partials exactly
+     * as it would alone */
+    (void)B;
+    int R = gemv_rows_per_warp(1);
+    int rowblocks = (N + 8 * R - 1) / (8 * R);
+    int target = n_sm * 4;
+    int ns = (target + rowblocks - 1) / rowblocks;
+    int maxs = (K / 8) / 64;           /* at least two vectors per lane per split */
+    if (ns > maxs)
+        ns = maxs;
+    if (ns < 1)
+        ns = 1;
+    return ns;
+}
+
+cudaError_t cu_gemv_launch(const cu_gemv *a, cudaStream_t s)
+{
+    if (a->B < 1 || a->B > 8 || (a->K & 7) || a->nsplit < 1 ||
+        (a->nsplit > 1 && a->mode != CU_GV_PART) || (a->mode == CU_GV_GATED && (a->N & 1)))
+        return cudaErrorInvalidValue;
+    int R = gemv_rows_per_warp(a->B);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3((a->N + 8 * R - 1) / (8 * R), a->nsplit);
+    cfg.blockDim = dim3(256);
+    cfg.stream = s;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = a->pdl ? 1 : 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (a->B == 1)
+        return cudaLaunchKernelEx(&cfg, k_gemv<1, 4>, *a);
+    if (a->B == 2)
+        return cudaLaunchKernelEx(&cfg, k_gemv<2, 4>, *a);
+    if (a->B <= 4)
+        return cudaLaunchKernelEx(&cfg, k_gemv<4, 2>, *a);
+    return cudaLaunchKernelEx(&cfg, k_gemv<8, 2>, *a);
+}
+
+/* ------------------------------------------------------ embed / norms */
+
+__global__ void k_embed(bf16 *x, const bf16 *rows, const int32_t *ids, const cu_desc *desc, int H)
+{
+    int t = blockIdx.x;
+    size_t id = ids ? (size_t)ids[t] : desc ? (size_t)desc[t].token : (size_t)t;
+    const bf16 *src = rows + id * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        x[(size_t)t * H + i] = src[i];
+}
+
+cudaError_t cu_embed(bf16 *x, const bf16 *rows, const int32_t *ids, const cu_desc *desc,
+                     int n, int H, cudaStream_t s)
+{
+    k_embed<<<n, 256, 0, s>>>(x, rows, ids, desc, H);
+    return cudaGetLastError();
+}
+
+/* RMSNorm as the reference rounds it (spec §5.1): y = bf16(w * bf16(x * r)). */
+__global__ void k_resnorm(bf16 *x, cu_lin y, int has_y, const bf16 *w, bf16 *hn, int H, float eps)
+{
+    extern __shared__ float xs[];        /* [H] */
+    __shared__ float red[32];
+    int t = blockIdx.x;
+    pdl_trigger();
+    bf16 *xr = x + (size_t)t * H;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        float v = b2f(xr[i]);
+        if (has_y) {
+            v = bfr(v + lin_get(y, t, i));
+            xr[i] = f2b(v);
+        }
+        xs[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, red);
+    float r = rsqrtf(ss / (float)H + eps);
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        hn[(size_t)t * H + i] = f2b(b2f(w[i]) * bfr(xs[i] * r));
+}
+
+cudaError_t cu_resnorm(bf16 *x, const cu_lin *y, const bf16 *w, bf16 *hn, int n, int H,
+                       float eps, cudaStream_t s)
+{
+    cu_lin none = {};
+    k_resnorm<<<n, 1024, H * sizeof(float), s>>>(x, y ? *y : none, y != NULL, w, hn, H, eps);
+    return cudaGetLastError();
+}
+
+/* ----------------------------------------------------------- RoPE / KV */
+
+__device__ __forceinline__ int kv_slot(const cu_kvgeom &g, int p)
+{
+    if (g.is_global || p < g.n_meta)
+        return p;
+    return g.n_meta + (p - g.n_meta) % g.ring;
+}
+
+/* Rotate-half RoPE of one head in place (src may equal dst). */
+__device__ __forceinline__ void rope_pair(const bf16 *src, bf16 *dst, int j, int half, float c, float sn)
+{
+    float a = b2f(src[j]), b = b2f(src[j + half]);
+    dst[j] = f2b(bfr(a * c) - bfr(b * sn));
+    dst[j + half] = f2b(bfr(b * c) + bfr(a * sn));
+}
+
+__global__ void k_rope_kv(cu_rope_args a)
+{
+    int t = blockIdx.x;
+    const cu_desc *d = a.per_token ? &a.desc[t] : a.desc;
+    int pos = a.per_token ? d->pos : d->pos + t;
+    int half = a.dq / 2;
+    bf16 *row = a.u + (size_t)t * a.ldu;
+    __shared__ float cs[CU_MAX_HEAD_DIM / 2], sns[CU_MAX_HEAD_DIM / 2];
+    if (a.rope) {
+        /* one angle per frequency: a single fp32 product, then cos/sin rounded to bf16 (spec §5.3) */
+        for (int j = threadIdx.x; j < half; j += blockDim.x) {
+            float ang = a.inv_freq[j] * (float)pos;
+            cs[j] = bfr(cosf(ang));
+            sns[j] = bfr(sinf(ang));
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < a.nh * half; i += blockDim.x) {
+            int h = i / half, j = i % half;
+            rope_pair(row + h * a.dq, row + h * a.dq, j, half, cs[j], sns[j]);
+        }
+    }
+    if (!a.owner)
+        return;
+    int slot = kv_slot(a.g, pos);
+    bf16 *K = d->kv[2 * a.layer] + (size_t)slot * a.nkv * a.dq;
+    bf16 *V = d->kv[2 * a.layer + 1] + (size_t)slot * a.nkv * a.dv;
+    for (int i = threadIdx.x; i < a.nkv * half; i += blockDim.x) {
+        int h = i / half, j = i % half;
+        const bf16 *src = row + a.k_off + h * a.dq;
+        if (a.rope) {
+            rope_pair(src, K + h * a.dq, j, half, cs[j], sns[j]);
+        } else {
+            K[h * a.dq + j] = src[j];
+            K[h * a.dq + j + half] = src[j + half];
+        }
+    }
+    for (int i = threadIdx.x; i < a.nkv * a.dv; i += blockDim.x)
+        V[i] = row[a.v_off + i];
+}
+
+cudaError_t cu_rope_kv(const cu_rope_args *a, cudaStream_t s)
+{
+    k_rope_kv<<<a->n, 128, 0, s>>>(*a);
+    return cudaGetLastError();
+}
+
+/* --------------------------------------------------------------- mixer merge */
+
+__global__ void k_preavg(const bf16 *att, const float *ml, const float *o, int nsplit, int nh, int dv,
+                         const bf16 *ssm_out, const bf16 *w1, const bf16 *w2, float eps, bf16 *m)
+{
+    extern __shared__ float sm[];         /* att [di], ssm [di], weights [nh][nsplit], ml [nh][nsplit][2] */
+    __shared__ float red[32];
+    int t = blockIdx.x, di = nh * dv;
+    pdl_trigger();
+    float *as = sm, *ss = sm + di, *wgt = sm + 2 * di, *mls = wgt + nh * nsplit;
+    if (!att) {
+        /* Merge the key splits: weight of split s = exp(m_s - M) / L.  All
+         * (m, l) pairs come in with one parallel load. */
+        const float *mlt = ml + (size_t)t * nh * nsplit * 2;
+        for (int i = threadIdx.x; i < nh * nsplit * 2; i += blockDim.x)
+            mls[i] = mlt[i];
+        __syncthreads();
+        for (int h = threadIdx.x; h < nh; h += blockDim.x) {
+            const float *mlh = mls + h * nsplit * 2;
+            float M = -INFINITY;
+            for (int k = 0; k < nsplit; k++)
+                M = fmaxf(M, mlh[2 * k]);
+            float L = 0.0f;
+            for (int k = 0; k < nsplit; k++)
+                L += mlh[2 * k] == -INFINITY ? 0.0f : mlh[2 * k + 1] * expf(mlh[2 * k] - M);
+            for (int k = 0; k < nsplit; k++)
+                wgt[h * nsplit + k] = (L > 0.0f && mlh[2 * k] != -INFINITY) ? expf(mlh[2 * k] - M) / L : 0.0f;
+        }
+        __syncthreads();
+    }
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int i = threadIdx.x; i < di; i += blockDim.x) {
+        float a;
+        if (att) {
+            a = b2f(att[(size_t)t * di + i]);
+        } else {
+            int h = i / dv, e = i % dv;
+            const float *oh = o + ((size_t)t * nh + h) * nsplit * dv + e;
+            float a0 = 0.0f, a1 = 0.0f;
+            int k = 0;
+            for (; k + 2 <= nsplit; k += 2) {
+                a0 += oh[(size_t)k * dv] * wgt[h * nsplit + k];
+                a1 += oh[(size_t)(k + 1) * dv] * wgt[h * nsplit + k + 1];
+            }
+            if (k < nsplit)
+                a0 += oh[(size_t)k * dv] * wgt[h * nsplit + k];
+            a = bfr(a0 + a1);
+        }
+        float sv = b2f(ssm_out[(size_t)t * di + i]);
+        as[i] = a;
+        ss[i] = sv;
+        s1 += a * a;
+        s2 += sv * sv;
+    }
+    s1 = block_sum(s1, red);
+    s2 = block_sum(s2, red);
+    float r1 = rsqrtf(s1 / (float)di + eps), r2 = rsqrtf(s2 / (float)di + eps);
+    for (int i = threadIdx.x; i < di; i += blockDim.x) {
+        float n1 = bfr(b2f(w1[i]) * bfr(as[i] * r1));
+        float n2 = bfr(b2f(w2[i]) * bfr(ss[i] * r2));
+        m[(size_t)t * di + i] = f2b(bfr(n1 + n2) * 0.5f);
+    }
+}
+
+cudaError_t cu_preavg(const bf16 *att, const float *ml, const float *o, int nsplit, int nh, int dv,
+                      const bf16 *ssm_out, const bf16 *w1, const bf16 *w2, float eps,
+                      bf16 *m, int n, cudaStream_t s)
+{
+    size_t smem = (size_t)(2 * nh * dv + (att ? 0 : 3 * nh * nsplit)) * sizeof(float);
+    k_preavg<<<n, 1024, smem, s>>>(att, ml, o, nsplit, nh, dv, ssm_out, w1, w2, eps, m);
+    return cudaGetLastError();
+}
+
+/* ---------------------------------------------------------------- conv */
+
+#define CU_MAX_DCONV 8
+
+__global__ void k_conv_prefill(const bf16 *u, int ldu, int xs_off, int n, const cu_desc *desc, int layer,
+                               const bf16 *w, const float *bias, int di, int dc, bf16 *uc)
+{
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * di)
+        return;
+    int t = (int)(idx / di), c = (int)(idx % di);
+    const float *st = desc->conv + (size_t)layer * dc * di;
+    float acc = bias ? bias[c] : 0.0f;
+    for (int k = 0; k < dc; k++) {
+        int j = t - (dc - 1) + k;
+        float xv = j >= 0 ? b2f(u[(size_t)j * ldu + xs_off + c]) : st[(size_t)(dc + j) * di + c];
+        acc += b2f(w[c * dc + k]) * xv;
+    }
+    uc[(size_t)t * di + c] = f2b(silu_f(acc));
+}
+
+/* After the chunk: the state holds the last dc pre-conv inputs.  One thread
+ * per channel reads every old column before writing (in place). */
+__global__ void k_conv_state(const bf16 *u, int ldu, int xs_off, int n, const cu_desc *desc, int layer,
+                             int di, int dc)
+{
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= di)
+        return;
+    float *st = desc->conv + (size_t)layer * dc * di;
+    float nv[CU_MAX_DCONV];
+    for (int k = 0; k < dc; k++) {
+        int j = n - dc + k;
+        nv[k] = j >= 0 ? b2f(u[(size_t)j * ldu + xs_off + c]) : st[(size_t)(dc + j) * di + c];
+    }
+    for (int k = 0; k < dc; k++)
+        st[(size_t)k * di + c] = nv[k];
+}
+
+cudaError_t cu_conv_prefill(const bf16 *u, int ldu, int xs_off, int n, const cu_desc *desc, int layer,
+                            const bf16 *w, const float *bias, int di, int dc, bf16 *uc,
+                            cudaStream_t s)
+{
+    if (dc > CU_MAX_DCONV)
+        return cudaErrorInvalidValue;
+    size_t total = (size_t)n * di;
+    k_conv_prefill<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(u, ldu, xs_off, n, desc, layer, w, bias,
+                                                                  di, dc, uc);
+    k_conv_state<<<(di + 255) / 256, 256, 0, s>>>(u, ldu, xs_off, n, desc, layer, di, dc);
+    return cudaGetLastError();
+}
+
+#define CONV_SLICE 128
+
+int cu_conv_xproj_slices(int di) { return (di + CONV_SLICE - 1) / CONV_SLICE; }
+
+/* Decode conv step for CONV_SLICE channels of every sequence, then this
+ * slice's share of x_proj (P rows): the slice's weights stay in L1 across b. */
+__global__ void __launch_bounds__(256) k_conv_xproj(const bf16 *u, int ldu, int xs_off, int B,
+                                                    const cu_desc *desc, int layer, const bf16 *w,
+                                                    const float *bias, int di, int dc, const bf16 *xproj,
+                                                    int P, bf16 *uc, float *part)
+{
+    __shared__ float ucs[CONV_SLICE];
+    int c0 = blockIdx.x * CONV_SLICE;
+    int cn = min(CONV_SLICE, di - c0);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int b = 0; b < B; b++) {
+        float *st = desc[b].conv + (size_t)layer * dc * di;
+        for (int cl = threadIdx.x; cl < CONV_SLICE; cl += blockDim.x) {
+            int c = c0 + cl;
+            if (cl >= cn) {
+                ucs[cl] = 0.0f;
+                continue;
+            }
+            float win[CU_MAX_DCONV];
+            for (int k = 0; k < dc - 1; k++)
+                win[k] = st[(size_t)(k + 1) * di + c];
+            win[dc - 1] = b2f(u[(size_t)b * ldu + xs_off + c]);
+            float acc = bias ? bias[c] : 0.0f;
+            for (int k = 0; k < dc; k++) {
+                acc += b2f(w[c * dc + k]) * win[k];
+                st[(size_t)k * di + c] = win[k];
+            }
+            float v = bfr(silu_f(acc));
+            ucs[cl] = v;
+            uc[(size_t)b * di + c] = f2b(v);
+        }
+        __syncthreads();
+        const int nw = blockDim.x / 32;
+        for (int r0 = warp; r0 < P; r0 += 4 * nw) {
+            float acc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+            for (int cl = lane; cl < cn; cl += 32) {
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    int r = r0 + q * nw;
+                    if (r < P)
+                        acc[q] += b2f(xproj[(size_t)r * di + c0 + cl]) * ucs[cl];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                int r = r0 + q * nw;
+                float v = warp_sum(acc[q]);
+                if (lane == 0 && r < P)
+                    part[((size_t)blockIdx.x * B + b) * P + r] = v;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+cudaError_t cu_conv_xproj_decode(const bf16 *u, int ldu, int xs_off, int B, const cu_desc *desc,
+                                 int layer, const bf16 *w, const float *bias, int di, int dc,
+                                 const bf16 *xproj, int P, bf16 *uc, float *part, int nslice,
+                                 cudaStream_t s)
+{
+    if (dc > CU_MAX_DCONV || nslice != cu_conv_xproj_slices(di))
+        return cudaErrorInvalidValue;
+    k_conv_xproj<<<nslice, 256, 0, s>>>(u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj, P, uc, part);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------- dt/B/C norms */
+
+/* RMSNorm of v[0..len) in place by one warp. */
+__device__ void warp_rmsnorm(float *v, int len, const bf16 *w, float eps)
+{
+    int lane = threadIdx.x & 31;
+    float ss = 0.0f;
+    for (int i = lane; i < len; i += 32)
+        ss += v[i] * v[i];
+    ss = warp_sum(ss);
+    float r = rsqrtf(ss / (float)len + eps);
+    __syncwarp();
+    for (int i = lane; i < len; i += 32)
+        v[i] = bfr(b2f(w[i]) * bfr(v[i] * r));
+    __syncwarp();
+}
+
+__global__ void k_dbc_norm(cu_lin xp, int R, int N, const bf16 *wdt, const bf16 *wB, const bf16 *wC,
+                           int norms, float eps, float *dbc, bf16 *dt_out)
+{
+    extern __shared__ float v[];          /* [R + 2N], then [nq][R + 2N] sub-sums */
+    int t = blockIdx.x, P = R + 2 * N;
+    if (xp.h) {
+        for (int i = threadIdx.x; i < P; i += blockDim.x)
+            v[i] = lin_get(xp, t, i);
+        __syncthreads();
+    } else {
+        /* nq threads per value, each over every nq-th split; then fixed-order sums */
+        int nq = (int)blockDim.x / P;
+        float *sub = v + P;
+        if (nq < 1)
+            nq = 1;
+        for (int i = threadIdx.x; i < P * nq; i += blockDim.x) {
+            int val = i % P, q = i / P;
+            float acc = 0.0f;
+            for (int k = q; k < xp.nsplit; k += nq)
+                acc += xp.part[((size_t)k * xp.B + t) * xp.N + val];
+            sub[q * P + val] = acc;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < P; i += blockDim.x) {
+            float acc = 0.0f;
+            for (int q = 0; q < nq; q++)
+                acc += sub[q * P + i];
+            v[i] = bfr(acc);
+        }
+        __syncthreads();
+    }
+    if (norms) {
+        int warp = threadIdx.x >> 5;
+        if (warp == 0)
+            warp_rmsnorm(v, R, wdt, eps);
+        else if (warp == 1)
+            warp_rmsnorm(v + R, N, wB, eps);
+        else if (warp == 2)
+            warp_rmsnorm(v + R + N, N, wC, eps);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < P; i += blockDim.x)
+        dbc[(size_t)t * P + i] = v[i];
+    if (dt_out)
+        for (int i = threadIdx.x; i < R; i += blockDim.x)
+            dt_out[(size_t)t * R + i] = f2b(v[i]);
+}
+
+cudaError_t cu_dbc_norm(const cu_lin *xp, int R, int N, const bf16 *wdt, const bf16 *wB,
+                        const bf16 *wC, int norms, float eps, float *dbc, bf16 *dt_out, int n,
+                        cudaStream_t s)
+{
+    int threads = xp->h ? 128 : 1024;
+    int nq = threads / (R + 2 * N) > 0 ? threads / (R + 2 * N) : 1;
+    k_dbc_norm<<<n, threads, (size_t)(R + 2 * N) * (1 + nq) * sizeof(float), s>>>(*xp, R, N, wdt, wB, wC, norms, eps, dbc, dt_out);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------- SSM */
+
+__device__ __forceinline__ float softplus_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+/* Sum over the 16 lanes of one channel (lanes 16k..16k+15 of a warp). */
+__device__ __forceinline__ float sum16(float v)
+{
+    for (int o = 8; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* One thread per (channel, state); 16 channels per block. */
+__global__ void __launch_bounds__(256) k_ssm_decode(cu_ssm_args a)
+{
+    const int s = threadIdx.x & 15;
+    const int c_raw = blockIdx.x * 16 + (threadIdx.x >> 4);
+    const bool valid = c_raw < a.di;
+    const int c = valid ? c_raw : a.di - 1;
+    const int b = blockIdx.y;
+    const int P = a.R + 2 * CU_D_STATE;
+    const float *dbc = a.dbc + (size_t)b * P;
+    float acc = 0.0f;
+    for (int k = s; k < a.R; k += 16)
+        acc += dbc[k] * b2f(a.dtw[(size_t)c * a.R + k]);
+    acc = sum16(acc);
+    float delta = softplus_f(bfr(acc) + a.dtb[c]);
+    float u = b2f(a.uc[(size_t)b * a.di + c]);
+    float *hp = a.desc[b].ssm + ((size_t)a.layer * a.di + c) * CU_D_STATE + s;
+    float h = *hp;
+    h = expf(a.A[c * CU_D_STATE + s] * delta) * h + (delta * dbc[a.R + s]) * u;
+    if (valid)
+        *hp = h;
+    float y = sum16(dbc[a.R + CU_D_STATE + s] * h) + a.D[c] * u;
+    if (valid && s == 0) {
+        float z = b2f(a.u[(size_t)b * a.ldu + a.z_off + c]);
+        a.out[(size_t)b * a.di + c] = f2b(y * silu_f(z));
+    }
+}
+
+cudaError_t cu_ssm_decode(const cu_ssm_args *a, cudaStream_t s)
+{
+    dim3 grid((a->di + 15) / 16, a->n);
+    k_ssm_decode<<<grid, 256, 0, s>>>(*a);
+    return cudaGetLastError();
+}
+
+size_t cu_ssm_ws_floats(int n, int di)
+{
+    size_t nch = (size_t)(n + CU_SCAN_CHUNK - 1) / CU_SCAN_CHUNK;
+    return 3 * nch * (size_t)di * CU_D_STATE;
+}
+
+/* Phase 1 of the chunked scan: each chunk from a zero state; keeps the
+ * chunk's end state and its total decay exp(sum delta*A). */
+__global__ void __launch_bounds__(256) k_scan_local(cu_ssm_args a, int nch)
+{
+    const int s = threadIdx.x & 15;
+    const int c = min(blockIdx.x * 16 + (threadIdx.x >> 4), a.di - 1);
+    const int ch = blockIdx.y;
+    const int P = a.R + 2 * CU_D_STATE;
+    const int t0 = ch * CU_SCAN_CHUNK, t1 = min(a.n, t0 + CU_SCAN_CHUNK);
+    const float A = a.A[c * CU_D_STATE + s], bias = a.dtb[c];
+    float h = 0.0f, sum_da = 0.0f;
+    for (int t = t0; t < t1; t++) {
+        float delta = softplus_f(b2f(a.delta[(size_t)t * a.di + c]) + bias);
+        float u = b2f(a.uc[(size_t)t * a.di + c]);
+        float da = delta * A;
+        h = expf(da) * h + a.dbc[(size_t)t * P + a.R + s] * (delta * u);
+        sum_da += da;
+    }
+    size_t nstate = (size_t)a.di * CU_D_STATE;
+    size_t i = (size_t)ch * nstate + (size_t)c * CU_D_STATE + s;
+    a.ws[i] = h;
+    a.ws[(size_t)nch * nstate + i] = expf(sum_da);
+}
+
+/* Phase 2: the state entering each chunk, sequentially over chunks. */
+__global__ void k_scan_carry(cu_ssm_args a, int nch)
+{
+    size_t nstate = (size_t)a.di * CU_D_STATE;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= nstate)
+        return;
+    const float *hl = a.ws, *dec = a.ws + nch * nstate;
+    float *hin = a.ws + 2 * nch * nstate;
+    float H = a.desc->ssm[(size_t)a.layer * nstate + i];
+    for (int k = 0; k < nch; k++) {
+        hin[k * nstate + i] = H;
+        H = dec[k * nstate + i] * H + hl[k * nstate + i];
+    }
+}
+
+/* Phase 3: rerun each chunk from its true entering state, emit the gated
+ * output; the last chunk stores the final state. */
+__global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, int nch)
+{
+    const int s = threadIdx.x & 15;
+    const int c_raw = blockIdx.x * 16 + (threadIdx.x >> 4);
+    const bool valid = c_raw < a.di;
+    const int c = valid ? c_raw : a.di - 1;
+    const int ch = blockIdx.y;
+    const int P = a.R + 2 * CU_D_STATE;
+    const int t0 = ch * CU_SCAN_CHUNK, t1 = min(a.n, t0 + CU_SCAN_CHUNK);
+    size_t nstate = (size_t)a.di * CU_D_STATE;
+    size_t si = (size_t)c * CU_D_STATE + s;
+    float *state = a.desc->ssm + (size_t)a.layer * nstate;
+    float h = nch == 1 ? state[si] : a.ws[2 * nch * nstate + ch * nstate + si];
+    const float A = a.A[si], bias = a.dtb[c], D = a.D[c];
+    for (int t = t0; t < t1; t++) {
+        float delta = softplus_f(b2f(a.delta[(size_t)t * a.di + c]) + bias);
+        float u = b2f(a.uc[(size_t)t * a.di + c]);
+        const float *dbc = a.dbc + (size_t)t * P;
+        h = expf(delta * A) * h + dbc[a.R + s] * (delta * u);
+        float y = sum16(dbc[a.R + CU_D_STATE + s] * h) + D * u;
+        if (valid && s == 0) {
+            float z = b2f(a.u[(size_t)t * a.ldu + a.z_off + c]);
+            a.out[(size_t)t * a.di + c] = f2b(y * silu_f(z));
+        }
+    }
+    if (valid && ch == nch - 1)
+        state[si] = h;
+}
+
+cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s)
+{
+    int nch = (a->n + CU_SCAN_CHUNK - 1) / CU_SCAN_CHUNK;
+    dim3 grid((a->di + 15) / 16, nch);
+    if (nch > 1) {
+        k_scan_local<<<grid, 256, 0, s>>>(*a, nch);
+        size_t nstate = (size_t)a->di * CU_D_STATE;
+        k_scan_carry<<<(unsigned)((nstate + 255) / 256), 256, 0, s>>>(*a, nch);
+    }
+    k_scan_out<<<grid, 256, 0, s>>>(*a, nch);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------- MLP / misc */
+
+__global__ void k_gated_act(const bf16 *gu, bf16 *a, size_t total, int I)
+{
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total)
+        return;
+    size_t t = idx / I, i = idx % I;
+    const bf16 *row = gu + t * 2 * I;
+    float g = bfr(silu_f(b2f(row[2 * i])));
+    a[idx] = f2b(g * b2f(row[2 * i + 1]));
+}
+
+cudaError_t cu_gated_act(const bf16 *gu, bf16 *a, int n, int I, cudaStream_t s)
+{
+    size_t total = (size_t)n * I;
+    k_gated_act<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(gu, a, total, I);
+    return cudaGetLastError();
+}
+
+__global__ void k_bf16_to_f32(const bf16 *x, float *y, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = b2f(x[i]);
+}
+
+cudaError_t cu_bf16_to_f32(const bf16 *x, float *y, size_t n, cudaStream_t s)
+{
+    if (n == 0)
+        return cudaSuccess;
+    k_bf16_to_f32<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(x, y, n);
+    return cudaGetLastError();
+}
+
+/* ---------------------------------------------------------------- sampler */
+
+#define SAMPLE_THREADS 1024
+
+__device__ float block_count_ge(const float *row, int V, float thr, float *red)
+{
+    float c = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        c += row[i] >= thr ? 1.0f : 0.0f;
+    return block_sum(c, red);
+}
+
+__device__ float block_mass_ge(const float *row, int V, float thr, float mx, float invT, float *red)
+{
+    float m = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        m += row[i] >= thr ? expf((row[i] - mx) * invT) : 0.0f;
+    return block_sum(m, red);
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(cu_sample_args a)
+{
+    __shared__ float red[32];
+    __shared__ float sval[32];
+    __shared__ int sidx[32];
+    __shared__ float scan[SAMPLE_THREADS];
+    __shared__ int found;
+    const int b = blockIdx.x, V = a.vocab;
+    const float *row = a.logits + (size_t)b * a.ld;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+
+    /* argmax, lowest id on ties */
+    float bv = -INFINITY, mn = INFINITY;
+    int bi = V;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        if (v > bv || (v == bv && i < bi)) {
+            bv = v;
+            bi = i;
+        }
+        mn = fminf(mn, v);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if (lane == 0) {
+        sval[w] = bv;
+        sidx[w] = bi;
+    }
+    __syncthreads();
+    if (w == 0) {
+        int nw = blockDim.x / 32;
+        bv = lane < nw ? sval[lane] : -INFINITY;
+        bi = lane < nw ? sidx[lane] : V;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            sval[0] = bv;
+            sidx[0] = bi;
+        }
+    }
+    __syncthreads();
+    const float mx = sval[0];
+    const int amax = sidx[0];
+    if (a.temperature <= 0.0f || !(mx > -INFINITY)) {
+        if (threadIdx.x == 0)
+            a.ids[b] = amax;
+        return;
+    }
+    mn = -block_max(-mn, red);
+    const float invT = 1.0f / a.temperature;
+    float thr = mn;
+    if (a.top_k > 0 && a.top_k < V) {
+        /* largest threshold keeping at least top_k logits */
+        float lo = mn, hi = mx;
+        for (int it = 0; it < 40 && lo < hi; it++) {
+            float mid = lo + 0.5f * (hi - lo);
+            if (mid <= lo || mid >= hi)
+                break;
+            if (block_count_ge(row, V, mid, red) >= (float)a.top_k)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        if (block_count_ge(row, V, hi, red) >= (float)a.top_k)
+            lo = hi;
+        thr = lo;
+    }
+    if (a.top_p < 1.0f) {
+        float Z = block_mass_ge(row, V, thr, mx, invT, red);
+        float want = a.top_p * Z;
+        float lo = thr, hi = mx;
+        for (int it = 0; it < 40 && lo < hi; it++) {
+            float mid = lo + 0.5f * (hi - lo);
+            if (mid <= lo || mid >= hi)
+                break;
+            if (block_mass_ge(row, V, mid, mx, invT, red) >= want)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        if (block_mass_ge(row, V, hi, mx, invT, red) >= want)
+            lo = hi;
+        thr = lo;
+    }
+    if (a.min_p > 0.0f)
+        thr = fmaxf(thr, mx + a.temperature * logf(a.min_p));
+    thr = fminf(thr, mx);
+
+    /* inverse CDF over kept ids in id order: contiguous ranges per thread */
+    int per = (V + blockDim.x - 1) / blockDim.x;
+    int i0 = threadIdx.x * per, i1 = min(V, i0 + per);
+    float loc = 0.0f;
+    for (int i = i0; i < i1; i++)
+        loc += row[i] >= thr ? expf((row[i] - mx) * invT) : 0.0f;
+    scan[threadIdx.x] = loc;
+    if (threadIdx.x == 0)
+        found = -1;
+    __syncthreads();
+    for (int off = 1; off < (int)blockDim.x; off <<= 1) {
+        float v = threadIdx.x >= (unsigned)off ? scan[threadIdx.x - off] : 0.0f;
+        __syncthreads();
+        scan[threadIdx.x] += v;
+        __syncthreads();
+    }
+    float Z = scan[blockDim.x - 1];
+    float r = a.u[b] * Z;
+    float before = scan[threadIdx.x] - loc;
+    if (loc > 0.0f && r >= before && r < before + loc) {
+        float acc = before;
+        int pick = -1;
+        for (int i = i0; i < i1; i++) {
+            if (row[i] < thr)
+                continue;
+            pick = i;
+            acc += expf((row[i] - mx) * invT);
+            if (r < acc)
+                break;
+        }
+        atomicMax(&found, pick);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+        a.ids[b] = found >= 0 ? found : amax;
+}
+
+cudaError_t cu_sample(const cu_sample_args *a, cudaStream_t s)
+{
+    k_sample<<<a->B, SAMPLE_THREADS, 0, s>>>(*a);
+    return cudaGetLastError();
+}
