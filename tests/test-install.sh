@@ -46,7 +46,7 @@ installed "$HYMBA_DBUS_SYSTEM_BUS_SERVICES_DIR/org.hymba.Assistant1.service"
 installed "$HYMBA_DBUS_SESSION_BUS_SERVICES_DIR/org.hymba.Assistant1.service"
 installed "$HYMBA_DATADIR/dbus-1/system.d/org.hymba.Assistant1.conf"
 installed "$HYMBA_BASH_COMPLETION_DIR/hymbactl.bash"
-installed "$HYMBA_DOCDIR/hymbad.conf"
+installed "$HYMBA_DOCDIR/hymbad.conf.example"
 installed "$HYMBA_SBINDIR/hymbad"
 for prog in hymbactl hymba-run hymba-bench hymba-mkmodel; do installed "$HYMBA_BINDIR/$prog"; done
 installed "$HYMBA_MANDIR/man8/hymbad.8"

@@ -84,19 +84,20 @@ done
 # hymbad.conf(5) and the example file name the same keys.
 man_text "$top_srcdir/man/hymbad.conf.5" | awk '/^\.SH/ { on = ($2 == "KEYS"); next } on && /^\.BI / { print $2 }' |
     sort -u >"$sysint_tmp/keys.page"
-sed -n 's/^#\{0,1\}\([a-z_]*\) = .*/\1/p' "$top_srcdir/units/hymbad.conf" | sort -u >"$sysint_tmp/keys.example"
+sed -n 's/^#\{0,1\}\([a-z_]*\) = .*/\1/p' "$top_srcdir/units/hymbad.conf.example" | sort -u >"$sysint_tmp/keys.example"
 [ -s "$sysint_tmp/keys.page" ] || fail "hymbad.conf.5 documents no key"
 for k in $(comm -3 "$sysint_tmp/keys.page" "$sysint_tmp/keys.example"); do
-    fail "config key $k is in only one of man/hymbad.conf.5 and units/hymbad.conf"
+    fail "config key $k is in only one of man/hymbad.conf.5 and units/hymbad.conf.example"
 done
 # hymbad reads the example with every key set: config errors exit 2, the missing model then exits 1.
+# (The example's model line is commented out like the rest; --model names a missing directory.)
 hymbad="$top_builddir/daemon/hymbad"
 if [ -x "$hymbad" ]; then
-    sed 's/^#\([a-z_]* = \)/\1/' "$top_srcdir/units/hymbad.conf" >"$sysint_tmp/all-keys.conf"
+    sed 's/^#\([a-z_]* = \)/\1/' "$top_srcdir/units/hymbad.conf.example" >"$sysint_tmp/all-keys.conf"
     "$hymbad" --config "$sysint_tmp/all-keys.conf" --model "$sysint_tmp/no-model" \
         --state-dir "$sysint_tmp/state" --bus-address "unix:path=$sysint_tmp/no-bus" >"$sysint_tmp/hymbad.out" 2>&1
     rc=$?
-    [ $rc -eq 1 ] || fail "hymbad with every key of units/hymbad.conf: exit $rc, expected 1 (no model): $(cat "$sysint_tmp/hymbad.out")"
+    [ $rc -eq 1 ] || fail "hymbad with every key of units/hymbad.conf.example: exit $rc, expected 1 (no model): $(cat "$sysint_tmp/hymbad.out")"
 fi
 
 finish test-manpages

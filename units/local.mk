@@ -26,7 +26,7 @@ nodist_dbussessionservice_DATA = units/session-services/org.hymba.Assistant1.ser
 dist_dbuspolicy_DATA = units/org.hymba.Assistant1.conf
 dist_sysusers_DATA = units/sysusers.d/hymba.conf
 dist_tmpfiles_DATA = units/tmpfiles.d/hymba.conf
-dist_hymbaexample_DATA = units/hymbad.conf
+dist_hymbaexample_DATA = units/hymbad.conf.example
 dist_bashcompletion_DATA = completion/hymbactl.bash
 
 CLEANFILES += $(UNITS_GENERATED)
