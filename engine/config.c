@@ -326,7 +326,8 @@ static int cfg_check_supported(const char *path, const hy_config *c, hy_err *err
     if (c->num_mamba != 1)
         return refuse_int(path, err, "num_mamba", c->num_mamba, "only 1");
     if (c->mamba_proj_bias)
-        return refuse_str(path, err, "mamba_proj_bias", "true", "false");
+        return hy_err_set(err, -ENOTSUP, "%s: field 'mamba_proj_bias' = true is not supported "
+                          "(only false: in_proj/out_proj have no bias)", path);
     if (strcmp(c->hidden_act, "silu") != 0)
         return refuse_str(path, err, "hidden_act", c->hidden_act, "\"silu\"");
     if (strcmp(c->mlp_hidden_act, "silu") != 0)

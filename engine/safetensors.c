@@ -169,7 +169,7 @@ static int st_parse_entry(const hy_st_file *f, json_object *v, size_t data_len,
     esize = hy_st_dtype_size(t->dtype);
     t->data = data + begin;
     t->nbytes = (size_t)nbytes;
-    if ((uintptr_t)t->data % esize != 0)
+    if (begin % esize != 0 || (uintptr_t)t->data % esize != 0)
         return hy_err_set(err, -EINVAL, "%s: tensor '%s': data at offset %llu is not aligned to "
                           "its %zu-byte elements", f->path, t->name, (unsigned long long)begin,
                           esize);
@@ -203,17 +203,36 @@ static int st_check_overlap(const hy_st_file *f, st_span *spans, size_t n, hy_er
 }
 
 /* Parse the JSON header of an already mapped file. */
+/* The data section, in place when it starts aligned, else copied to aligned memory. */
+static const uint8_t *st_data_base(hy_st_file *f, size_t data_len, hy_err *err)
+{
+    const uint8_t *data = (const uint8_t *)f->map + ST_LEN_BYTES + f->header_len;
+
+    if ((uintptr_t)data % ST_HEADER_ALIGN == 0 || data_len == 0)
+        return data;
+    if (posix_memalign(&f->data_copy, ST_HEADER_ALIGN * 8, data_len) != 0) {
+        f->data_copy = NULL;
+        hy_err_set(err, -ENOMEM, "%s: out of memory for an aligned copy of %zu data bytes "
+                   "(the header is not padded to 8 bytes)", f->path, data_len);
+        return NULL;
+    }
+    memcpy(f->data_copy, data, data_len);
+    return f->data_copy;
+}
+
 static int st_parse_header(hy_st_file *f, hy_err *err)
 {
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok;
     json_object *root;
     enum json_tokener_error jerr;
-    const uint8_t *data = (const uint8_t *)f->map + ST_LEN_BYTES + f->header_len;
     size_t data_len = f->map_len - ST_LEN_BYTES - f->header_len, n = 0, end;
+    const uint8_t *data = st_data_base(f, data_len, err);
     st_span *spans = NULL;
     int r = 0;
 
-    if (!tok)
+    if (!data)
+        return err ? err->code : -ENOMEM;
+    if (!(tok = json_tokener_new()))
         return hy_err_set(err, -ENOMEM, "%s: out of memory", f->path);
     root = json_tokener_parse_ex(tok, f->header, (int)f->header_len);
     jerr = json_tokener_get_error(tok);
@@ -329,6 +348,7 @@ void hy_st_close(hy_st_file *f)
     for (size_t i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
     free(f->tensors);
+    free(f->data_copy);
     if (f->map)
         munmap(f->map, f->map_len);
     free(f->path);

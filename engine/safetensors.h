@@ -28,10 +28,15 @@ typedef struct hy_st_file {
     size_t header_len;
     hy_st_tensor *tensors;
     size_t n_tensors;
+    void *data_copy;         /* NULL, or an aligned copy of the data section (see below) */
 } hy_st_file;
 
 /* Map and validate: header length within the file, JSON well formed, every
- * dtype known, offsets in range, non-overlapping, sizes matching shapes. */
+ * dtype known, offsets in range, non-overlapping, sizes matching shapes.
+ * Writers pad the header so the data section starts 8-aligned; for a file
+ * that is not padded, the data section is copied into aligned memory (so
+ * every tensor is aligned to its element size) instead of being used in place.
+ * A tensor whose offset is not a multiple of its element size is refused. */
 int hy_st_open(const char *path, hy_st_file **out, hy_err *err);
 void hy_st_close(hy_st_file *f);
 const hy_st_tensor *hy_st_find(const hy_st_file *f, const char *name);

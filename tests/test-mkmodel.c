@@ -173,6 +173,33 @@ static void test_init(void)
     check_init(dir, HY_DT_F32);
 }
 
+/* --config with tie_word_embeddings false writes a separate lm_head. */
+static void test_untied(void)
+{
+    char cfg[4200], dir[4200];
+    hy_model m;
+    hy_err err = { 0 };
+    double mean, sd;
+
+    CHECK(mkmodel("--no-weights \"$T/cfgsrc\"") == 0, "mkmodel --no-weights");
+    path_of(cfg, sizeof(cfg), "cfgsrc", "config.json");
+    json_object *o = json_object_from_file(cfg);
+    json_object_object_add(o, "tie_word_embeddings", json_object_new_boolean(0));
+    json_object_to_file(cfg, o);
+    json_object_put(o);
+    CHECK(mkmodel("--config \"$T/cfgsrc/config.json\" \"$T/untied\"") == 0, "mkmodel untied");
+    snprintf(dir, sizeof(dir), "%s/untied", tmp_dir);
+    memset(&m, 0, sizeof(m));
+    CHECK(hy_weights_open(&m, dir, &err) == 0, "untied: %s", err.msg);
+    if (m.layers) {
+        CHECK(m.w.lm_head.data && m.w.lm_head.data != m.w.embed.data, "lm_head not separate");
+        stats(&m.w.lm_head, 0, m.arch.vocab, &mean, &sd);
+        CHECK(fabs(mean) < 0.002 && fabs(sd - 0.02) < 0.001, "lm_head N(0,0.02): %g %g", mean, sd);
+        CHECK(!m.cfg.tie_word_embeddings, "config says tied");
+    }
+    hy_weights_close(&m);
+}
+
 static json_object *get(json_object *o, const char *k)
 {
     json_object *v = NULL;
@@ -329,6 +356,7 @@ int main(void)
     test_determinism();
     test_init();
     test_tokenizer();
+    test_untied();
     test_usage();
     if ((shared = hy_test_shared_dir()))
         test_configs(shared);

@@ -211,6 +211,30 @@ static void test_bad(void)
     open_expect("non-weight dtype", dir, false, "model.final_layernorm.weight",
                 "dtype/model.safetensors");
 
+    /* Mixed dtypes bind as stored: an F16 and an F32 tensor in a BF16 checkpoint. */
+    make_dir(dir, sizeof(dir), "mixed");
+    e = (edit){ EDIT_DTYPE, "model.layers.0.mamba.D.0", HY_ST_F16 };
+    write_edited(dir, "model.safetensors", &e, 0, SIZE_MAX);
+    {
+        hy_model m;
+        hy_err err = { 0 };
+        memset(&m, 0, sizeof(m));
+        CHECK(hy_weights_open(&m, dir, &err) == 0, "F16 tensor refused: %s", err.msg);
+        CHECK(m.layers && m.layers[0].D.dt == HY_DT_F16 && m.layers[0].A_log.dt == HY_DT_BF16,
+              "mixed dtypes not bound as stored");
+        hy_weights_close(&m);
+    }
+    e = (edit){ EDIT_DTYPE, "model.layers.3.mamba.A_log.0", HY_ST_F32 };
+    write_edited(dir, "model.safetensors", &e, 0, SIZE_MAX);
+    {
+        hy_model m;
+        hy_err err = { 0 };
+        memset(&m, 0, sizeof(m));
+        CHECK(hy_weights_open(&m, dir, &err) == 0, "F32 tensor refused: %s", err.msg);
+        CHECK(m.layers && m.layers[3].A_log.dt == HY_DT_F32, "F32 A_log not bound as F32");
+        hy_weights_close(&m);
+    }
+
     /* Unknown dtype: patch "BF16" of one entry to "QQ16" (same length, header stays valid). */
     make_dir(dir, sizeof(dir), "unknown");
     write_edited(dir, "model.safetensors", NULL, 0, SIZE_MAX);

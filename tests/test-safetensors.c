@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define MUTATIONS 2000
+
 static char *tmp_dir;
 
 static void tmp_path(char *buf, size_t cap, const char *name)
@@ -170,6 +172,33 @@ static void test_corrupt(void)
     expect_bad("one data offset", p, "'s'");
     write_raw(p, "{\"s\":[1,2]}", 0, 8);
     expect_bad("entry not an object", p, "'s'");
+    /* A header not padded to 8 bytes (7 spaces short of it): the data are copied to
+     * aligned memory and read back right. */
+    {
+        char up[4096];
+        float v[2] = { 1.5f, -2.25f };
+        const char *h = "{\"s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+        uint64_t hl = strlen(h);
+        uint8_t len8[8];
+        hy_st_file *uf = NULL;
+        hy_err uerr = { 0 };
+        tmp_path(up, sizeof(up), "unpadded.safetensors");
+        FILE *ufp = fopen(up, "wb");
+        for (int i = 0; i < 8; i++)
+            len8[i] = (uint8_t)(hl >> (8 * i));
+        fwrite(len8, 1, 8, ufp);
+        fwrite(h, 1, hl, ufp);
+        fwrite(v, 1, sizeof(v), ufp);
+        fclose(ufp);
+        CHECK(hl % 4 != 0, "test header happens to be aligned");
+        CHECK(hy_st_open(up, &uf, &uerr) == 0, "unpadded header refused: %s", uerr.msg);
+        if (uf) {
+            const hy_st_tensor *t = hy_st_find(uf, "s");
+            CHECK(t && (uintptr_t)t->data % 4 == 0 && ((const float *)t->data)[1] == -2.25f,
+                  "unpadded data");
+            hy_st_close(uf);
+        }
+    }
     /* The header is padded to 8 bytes: offset 2 puts a float at an address 2 mod 4. */
     write_raw(p, "{\"s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", 0, 8);
     expect_bad("misaligned data", p, "'s'");
@@ -191,6 +220,81 @@ static void test_corrupt(void)
     hy_err err = { 0 };
     CHECK(hy_st_open(p, &f, &err) == 0 && f->n_tensors == 2, "gap file refused: %s", err.msg);
     hy_st_close(f);
+}
+
+/* Random byte edits in the header and length of a valid file: each result either
+ * opens with every tensor inside the mapping or is refused; ASan checks the reads. */
+static void test_mutations(void)
+{
+    char path[4096], mpath[4096];
+    float a[6] = { 1, 2, 3, 4, 5, 6 };
+    uint16_t b[3] = { 1, 2, 3 };
+    hy_st_out outs[] = {
+        { "model.layers.0.mamba.in_proj.weight", HY_ST_F32, 2, { 2, 3 }, a },
+        { "model.norm", HY_ST_BF16, 1, { 3 }, b },
+    };
+    hy_err err = { 0 };
+    uint8_t *orig;
+    long len;
+    uint32_t x = 12345;
+    int opened = 0, refused = 0;
+
+    tmp_path(path, sizeof(path), "mut-src.safetensors");
+    tmp_path(mpath, sizeof(mpath), "mut.safetensors");
+    if (hy_st_write(path, outs, 2, &err) < 0)
+        return;
+    FILE *fp = fopen(path, "rb");
+    fseek(fp, 0, SEEK_END);
+    len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    orig = malloc((size_t)len);
+    if (fread(orig, 1, (size_t)len, fp) != (size_t)len)
+        len = 0;
+    fclose(fp);
+    long hend = len - (long)(sizeof(a) + sizeof(b));   /* bytes before the data */
+    for (int it = 0; it < MUTATIONS && len > 0; it++) {
+        uint8_t *m = malloc((size_t)len);
+        memcpy(m, orig, (size_t)len);
+        int edits = 1 + it % 4;
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            long pos = (long)(x % (uint32_t)hend);
+            static const char pool[] = "0123456789[]{}\":,-eE \x00\xff";
+            m[pos] = (x >> 20) & 1 ? (uint8_t)pool[(x >> 8) % (sizeof(pool) - 1)] : (uint8_t)(x >> 8);
+        }
+        x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+        long cut = (x & 7) == 0 ? (long)(x % (uint32_t)len) : len;   /* sometimes truncate too */
+        fp = fopen(mpath, "wb");
+        fwrite(m, 1, (size_t)cut, fp);
+        fclose(fp);
+        free(m);
+        hy_st_file *f = NULL;
+        if (hy_st_open(mpath, &f, &err) == 0) {
+            opened++;
+            for (size_t i = 0; i < f->n_tensors; i++) {
+                const hy_st_tensor *t = &f->tensors[i];
+                const uint8_t *base = f->data_copy ? (const uint8_t *)f->data_copy
+                                                   : (const uint8_t *)f->map + 8 + f->header_len;
+                const uint8_t *hi = base + (f->map_len - 8 - f->header_len), *d = t->data;
+                CHECK(d >= base && d + t->nbytes <= hi,
+                      "mutation %d: tensor '%s' outside the file", it, t->name);
+                volatile uint8_t sum = 0;
+                for (size_t k = 0; k < t->nbytes; k++)
+                    sum ^= d[k];
+                (void)sum;
+            }
+            hy_st_close(f);
+        } else {
+            refused++;
+            CHECK(strstr(err.msg, mpath) != NULL, "mutation %d: message lacks the file: %s", it,
+                  err.msg);
+        }
+    }
+    free(orig);
+    CHECK(refused > 0 && opened + refused == MUTATIONS, "mutations: %d opened, %d refused", opened,
+          refused);
+    if (getenv("VERBOSE"))
+        printf("  mutations: %d opened, %d refused\n", opened, refused);
 }
 
 static void test_f16(void)
@@ -254,6 +358,7 @@ int main(void)
         return 1;
     test_roundtrip();
     test_corrupt();
+    test_mutations();
     test_f16();
     hy_test_rmtree(tmp_dir);
     free(tmp_dir);

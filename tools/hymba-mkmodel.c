@@ -317,13 +317,15 @@ static double uniform(uint64_t key, uint64_t k)
     return ((double)(mix64(key + 0x9e3779b97f4a7c15ull * (k + 1)) >> 11) + 0.5) * 0x1p-53;
 }
 
-/* Standard normals 2p and 2p+1: Box-Muller over the uniforms 2p, 2p+1. */
+/* Standard normals 2p and 2p+1: Box-Muller over the uniforms 2p, 2p+1, in float
+ * (the weights are stored as bf16 or f32 anyway; float libm halves the time). */
 static void normal_pair(uint64_t key, uint64_t p, double *z0, double *z1)
 {
-    double u1 = uniform(key, 2 * p), u2 = uniform(key, 2 * p + 1);
-    double rad = sqrt(-2.0 * log(u1)), ang = 2.0 * M_PI * u2;
-    *z0 = rad * cos(ang);
-    *z1 = rad * sin(ang);
+    float u1 = (float)uniform(key, 2 * p), u2 = (float)uniform(key, 2 * p + 1);
+    float rad = sqrtf(-2.0f * logf(u1)), s, c;
+    sincosf(2.0f * (float)M_PI * u2, &s, &c);
+    *z0 = rad * c;
+    *z1 = rad * s;
 }
 
 static double normal(uint64_t key, uint64_t k)
