@@ -29,15 +29,21 @@ static void print_not_running(const ctl *c)
         fprintf(stderr, "Start it with 'hymbad --bus-address %s --model DIR &'.\n", c->address);
 }
 
-int ctl_connect(ctl *c)
+int ctl_catch_interrupt(ctl *c)
 {
     sigset_t mask;
-    int r;
 
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        return -errno;
     c->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    return c->sigfd < 0 ? -errno : 0;
+}
+
+int ctl_connect(ctl *c)
+{
+    int r;
 
     switch (c->kind) {
     case CTL_BUS_USER:

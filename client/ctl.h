@@ -62,6 +62,8 @@ int ctl_send(ctl *c, const char *session_id, const char *text, uint32_t max_new_
 int ctl_stream(ctl *c, const char *method, const ProtobufCMessage *req, bool quiet, ctl_answer *ans);
 void ctl_answer_done(ctl_answer *ans);
 
+/* Ctrl-C becomes readable on c->sigfd instead of ending the program (chat, ask). */
+int ctl_catch_interrupt(ctl *c);
 /* Returns 1 if a SIGINT arrived (and clears it), 0 otherwise. */
 int ctl_take_interrupt(ctl *c);
 

@@ -41,7 +41,8 @@ static void help_main(void)
            "  --system             use the system bus (the default)\n"
            "  --user               use the session bus (hymbad --user)\n"
            "  --bus-address ADDR   use the bus at ADDR\n"
-           "  --json               machine-readable output (one JSON document)\n"
+           "  --json               machine-readable output: one JSON document on stdout\n"
+           "                       (errors stay on stderr; see the exit status)\n"
            "  -h --help            this help; COMMAND --help for a command's options\n"
            "  --version            the version and the protocol version\n"
            "\n"
@@ -305,6 +306,7 @@ static int cmd_ask(ctl *c, int argc, char **argv)
     prompt = strcmp(argv[optind], "-") ? strdup(argv[optind]) : read_all(stdin);
     if (!prompt)
         return CTL_EXIT_FAILED;
+    ctl_catch_interrupt(c);
     r = ctl_connect(c);
     if (r)
         goto out;
@@ -316,9 +318,9 @@ static int cmd_ask(ctl *c, int argc, char **argv)
         fprintf(stderr, "session %s\n", session);
     }
     r = ctl_send(c, session, prompt, (uint32_t)max_tokens, ignore_eos, c->json, &ans);
-    if (c->json)
+    if (ans.request_id && c->json)   /* (a refused Send already printed its error) */
         json_print(finished_json(&ans));
-    else {
+    else if (ans.request_id) {
         if (ans.len && ans.text[ans.len - 1] != '\n')
             putchar('\n');
         answer_report(&ans);
@@ -393,6 +395,7 @@ static int cmd_chat(ctl *c, int argc, char **argv)
         return usage_error("chat takes at most one SESSION, not \"%s\"", argv[optind + 1]);
     if (optind < argc)
         session = argv[optind];
+    ctl_catch_interrupt(c);
     r = ctl_connect(c);
     if (r)
         return r;
@@ -401,6 +404,19 @@ static int cmd_chat(ctl *c, int argc, char **argv)
         if (r)
             return r;
         session = created;
+    } else {
+        /* Resuming: make sure it is there (and ours) before the first line is typed. */
+        Hymba__V1__GetSessionRequest req = HYMBA__V1__GET_SESSION_REQUEST__INIT;
+        Hymba__V1__GetSessionReply *rep = NULL;
+        req.session_id = (char *)session;
+        r = ctl_call(c, CTL_IFACE_SESSION, "GetSession", &req.base, &hymba__v1__get_session_reply__descriptor,
+                     (ProtobufCMessage **)&rep);
+        if (r)
+            return r;
+        if (rep->session)
+            fprintf(stderr, "resuming: %u messages, %" PRId64 " tokens\n", rep->session->n_messages,
+                    rep->session->n_tokens);
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
     fprintf(stderr, "session %s%s\n", session, tty ? " (Ctrl-C cancels an answer, Ctrl-D leaves)" : "");
     for (;;) {

@@ -7,22 +7,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <systemd/sd-journal.h>
 
 static bool log_to_journal;
 static int log_max_priority = LOG_INFO;
 
+/* systemd sets JOURNAL_STREAM=DEV:INODE of the stream it connected stderr to;
+ * if stderr is still that stream, native journal messages are the better way. */
+static bool stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void log_setup(int max_priority)
 {
-    log_to_journal = getenv("JOURNAL_STREAM") != NULL;
+    log_to_journal = stderr_is_journal();
     log_max_priority = max_priority;
 }
 
 static void log_write(int priority, const char *text)
 {
-    if (log_to_journal)
-        sd_journal_print(priority, "%s", text);
-    else
+    if (!log_to_journal || sd_journal_print(priority, "%s", text) < 0)
         fprintf(stderr, "hymbad: %s\n", text);
 }
 

@@ -4,7 +4,7 @@
 
 #include <syslog.h>
 
-/* Decide the sink once (JOURNAL_STREAM set: journal) and the lowest priority shown. */
+/* Decide the sink once (the journal when stderr is systemd's journal stream) and the lowest priority shown. */
 void log_setup(int max_priority);
 
 void log_full(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

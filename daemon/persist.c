@@ -253,7 +253,7 @@ int hyd_persist_init(hyd_ctx *c)
 
     P.ctx = c;
     P.arch = hy_model_arch(c->model);
-    memcpy(P.fp, hy_model_fingerprint(c->model), HY_FINGERPRINT_LEN);
+    hy_ckpt_model_id(c->model, P.fp);
     P.snap_keep = c->cfg.turn_snapshots;
     /* The largest checkpoint a session of this model can have, with its snapshots. */
     P.import_max = (uint64_t)hy_state_image_bytes(P.arch, P.arch->n_meta + c->max_ctx, HY_DT_F32) *

@@ -71,7 +71,7 @@ typedef struct hy_ckpt_hdr {
     uint32_t version;                        /* HY_CKPT_VERSION: same offset in every version */
     uint32_t hdr_size;                       /* 128 */
     uint64_t file_size;                      /* bytes of the whole file */
-    uint8_t fingerprint[HY_FINGERPRINT_LEN]; /* hy_model_fingerprint of the writer's model */
+    uint8_t fingerprint[HY_FINGERPRINT_LEN]; /* hy_ckpt_model_id of the writer's model */
     uint32_t n_sections;                     /* sections after the header, END included */
     uint32_t flags;                          /* 0 */
     /* The model shape, so a refusal can say what differs. */
@@ -199,6 +199,12 @@ int hy_ckpt_load_meta_file(const char *path, const hy_arch *a, const uint8_t *fp
 /* Check one state image against the model (sizes, header, n_pos == n_meta + n_tokens). */
 int hy_ckpt_image_check(const hy_arch *a, const void *img, size_t len, int64_t n_tokens,
                         hy_err *err);
+
+/* The model identity a checkpoint records: SHA-256 of hy_model_fingerprint()
+ * (config.json + safetensors headers) and 64-byte samples at the start, middle
+ * and end of every weight tensor, so that two checkpoints with the same shapes
+ * (Hymba-1.5B Base and Instruct) are told apart.  Pass it as `fp` to the readers. */
+void hy_ckpt_model_id(const hy_model *m, uint8_t out[HY_FINGERPRINT_LEN]);
 
 /* Engine glue.  Copy seq's state, tokens and logits into c (image, tokens, logits). */
 int hy_ckpt_capture(hy_model *m, const hy_seq *s, hy_ckpt *c, hy_err *err);

@@ -1,9 +1,51 @@
 /* ckpt_seq.c: between a live conversation (hy_seq) and its checkpoint image; snapshot bookkeeping. */
 #include "engine/ckpt.h"
+#include "engine/model_internal.h"
+#include "engine/sha256.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define ID_SAMPLE 64          /* bytes hashed at the start, middle and end of each tensor */
+
+static void id_sample(hy_sha256 *c, const hy_tensor *t)
+{
+    uint64_t n = 1;
+    const uint8_t *p = t->data;
+
+    if (!p)
+        return;
+    for (int d = 0; d < t->ndim; d++)
+        n *= (uint64_t)t->shape[d];
+    n *= hy_dtype_size(t->dt);
+    if (n <= 3 * ID_SAMPLE) {
+        hy_sha256_update(c, p, (size_t)n);
+        return;
+    }
+    hy_sha256_update(c, p, ID_SAMPLE);
+    hy_sha256_update(c, p + n / 2, ID_SAMPLE);
+    hy_sha256_update(c, p + n - ID_SAMPLE, ID_SAMPLE);
+}
+
+void hy_ckpt_model_id(const hy_model *m, uint8_t out[HY_FINGERPRINT_LEN])
+{
+    const size_t per_layer = sizeof(hy_layer_weights) / sizeof(hy_tensor);
+    hy_sha256 c;
+
+    hy_sha256_init(&c);
+    hy_sha256_update(&c, hy_model_fingerprint(m), HY_FINGERPRINT_LEN);
+    id_sample(&c, &m->w.embed);
+    id_sample(&c, &m->w.memory_tokens);
+    id_sample(&c, &m->w.final_norm);
+    for (int L = 0; L < m->arch.n_layers; L++) {
+        /* hy_layer_weights is a run of hy_tensor fields. */
+        const hy_tensor *t = (const hy_tensor *)&m->w.layers[L];
+        for (size_t i = 0; i < per_layer; i++)
+            id_sample(&c, &t[i]);
+    }
+    hy_sha256_final(&c, out);
+}
 
 int hy_ckpt_capture(hy_model *m, const hy_seq *s, hy_ckpt *c, hy_err *err)
 {
@@ -34,7 +76,7 @@ int hy_ckpt_capture(hy_model *m, const hy_seq *s, hy_ckpt *c, hy_err *err)
     c->tokens = tok;
     c->n_tokens = nt;
     c->logits = logits;
-    memcpy(c->fingerprint, hy_model_fingerprint(m), HY_FINGERPRINT_LEN);
+    hy_ckpt_model_id(m, c->fingerprint);
     return 0;
 fail:
     free(img);

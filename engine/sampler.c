@@ -242,11 +242,12 @@ static int32_t argmax(const float *v, int n)
 /* Per-thread scratch kept between calls: a fresh 256 KB malloc per token goes
  * to mmap and page faults cost more than the sampling itself. */
 static _Thread_local struct { void *p; size_t cap; } scratch[2];
+
+/* A thread that exits (hymbad's scheduler at shutdown) frees its scratch:
+ * a key destructor runs in the exiting thread while its TLS is still there. */
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static int scratch_key_ok;                  /* 1 once scratch_key exists */
 
-/* Runs when a thread that sampled exits (hymbad's scheduler thread): its scratch would leak. */
 static void scratch_release(void *unused)
 {
     (void)unused;
@@ -257,17 +258,16 @@ static void scratch_release(void *unused)
     }
 }
 
-static void scratch_key_init(void)
+static void scratch_key_create(void)
 {
-    scratch_key_ok = pthread_key_create(&scratch_key, scratch_release) == 0;
+    pthread_key_create(&scratch_key, scratch_release);
 }
 
 static void *scratch_get(int slot, size_t bytes)
 {
     if (scratch[slot].cap < bytes) {
-        pthread_once(&scratch_once, scratch_key_init);
-        if (scratch_key_ok)
-            pthread_setspecific(scratch_key, scratch);
+        pthread_once(&scratch_once, scratch_key_create);
+        pthread_setspecific(scratch_key, &scratch);   /* non-NULL: the destructor runs */
         void *p = realloc(scratch[slot].p, bytes);
         if (!p)
             return NULL;

@@ -38,3 +38,8 @@ check_PROGRAMS += tests/test-ckpt-resume
 TESTS += tests/test-ckpt-resume
 tests_test_ckpt_resume_SOURCES = tests/test-ckpt-resume.c daemon/store.h daemon/store.c
 tests_test_ckpt_resume_LDADD = $(HYMBA_TEST_LIBS)
+
+# End to end through hymbad: SIGKILL/SIGTERM and restart, exact resume, regenerate, rewind,
+# export/import (and a second UID when run as root), damaged and other-model files.
+TESTS += tests/ckpt-daemon.sh
+EXTRA_DIST += tests/ckpt-daemon.sh

@@ -6,6 +6,7 @@
 set -u
 
 builddir=${top_builddir:-$(pwd)}
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 HYMBAD=$builddir/daemon/hymbad
 CTL=$builddir/client/hymbactl
 CLIENT=$builddir/tests/test-daemon-client
@@ -186,6 +187,27 @@ EOF
 start_hymbad a
 pass "hymbad started on a private system-type bus"
 
+# The installed introspection XML describes what the daemon really exports.
+if command -v busctl >/dev/null; then
+    busctl --address="$ADDR" introspect --xml-interface org.hymba.Assistant1 /org/hymba/Assistant1 >"$tmp/live.xml" 2>&1
+    for xml in "$top_srcdir"/daemon/org.hymba.Assistant1.*.xml; do
+        for item in $(sed -n 's/.*<\(interface\|method\|signal\|property\) name="\([A-Za-z.0-9]*\)".*/\2/p' "$xml"); do
+            grep -q "name=\"$item\"" "$tmp/live.xml" || fail "$(basename "$xml"): $item is not exported by hymbad"
+        done
+    done
+    for item in $(sed -n 's/.*<\(method\|signal\|property\) name="\([A-Za-z]*\)".*/\2/p' "$tmp/live.xml" |
+                  grep -v -x -E 'Introspect|Ping|GetMachineId|Get|GetAll|Set|PropertiesChanged'); do
+        grep -q "name=\"$item\"" "$top_srcdir"/daemon/org.hymba.Assistant1.*.xml || fail "hymbad exports $item, the XML does not describe it"
+    done
+    pass "the introspection XML matches the exported interfaces"
+    busctl --address="$ADDR" call org.hymba.Assistant1 /org/hymba/Assistant1 org.hymba.Assistant1.Session Cancel t 424242 >"$tmp/out" 2>&1
+    expect "$tmp/out" "no such request" "busctl drives the typed Cancel"
+    busctl --address="$ADDR" get-property org.hymba.Assistant1 /org/hymba/Assistant1 org.hymba.Assistant1.Manager ProtocolVersion >"$tmp/out" 2>&1
+    expect "$tmp/out" "^u 1$" "busctl reads ProtocolVersion"
+else
+    echo "skip: busctl not installed, introspection not compared"
+fi
+
 check_rc "status" 0 "$CTL" --bus-address "$ADDR" status
 expect "$tmp/out" "Backend: +cpu" "status names the backend"
 check_rc "status --json" 0 "$CTL" --bus-address "$ADDR" --json status
@@ -247,8 +269,11 @@ rc=$?
 chat_sid=$(sed -n 's/^session \([0-9a-f]*\).*/\1/p' "$tmp/chat.err")
 check_rc "the chat session keeps the cancelled turn" 0 "$CTL" --bus-address "$ADDR" show "$chat_sid"
 expect "$tmp/out" "first question" "history has the chat message"
+check_rc "chat resumes a session" 0 sh -c "echo 'second question' | '$CTL' --bus-address '$ADDR' chat --max-tokens 4 $chat_sid"
+expect "$tmp/err" "resuming: 2 messages" "chat says what it resumes"
+check_rc "chat of an unknown session fails at once" 4 sh -c "echo hi | '$CTL' --bus-address '$ADDR' chat 0123456789abcdef0123456789abcdef"
 
-for scenario in concurrent cancel disconnect badpayload; do
+for scenario in concurrent prefill cancel disconnect badpayload; do
     check_rc "C client: $scenario" 0 "$CLIENT" "$ADDR" "$scenario"
     sed 's/^/    /' "$tmp/out" | tail -3
 done

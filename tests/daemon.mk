@@ -15,3 +15,10 @@ $(tests_test_daemon_client_OBJECTS): proto/hymba.pb-c.h
 
 TESTS += tests/daemon-integration.sh
 EXTRA_DIST += tests/daemon-integration.sh
+
+check_PROGRAMS += tests/fuzz-daemon-wire
+TESTS += tests/fuzz-daemon-wire
+tests_fuzz_daemon_wire_SOURCES = tests/fuzz-daemon-wire.c daemon/wire.c
+tests_fuzz_daemon_wire_CPPFLAGS = $(AM_CPPFLAGS) $(SYSTEMD_CFLAGS) $(PROTOBUFC_CFLAGS)
+tests_fuzz_daemon_wire_LDADD = tests/libhytest.a $(HYMBA_PROTO_LIBS) $(SYSTEMD_LIBS)
+$(tests_fuzz_daemon_wire_OBJECTS): proto/hymba.pb-c.h

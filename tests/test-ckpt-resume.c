@@ -118,7 +118,9 @@ static void resume_after(int stop, const run *ref, const char *dir)
     hy_seq_new(m, &s, &err);
     uint64_t before = positions(m);
     hy_ckpt_reason why;
-    CHECK(hy_store_load(st, 1000, id, hy_model_arch(m), hy_model_fingerprint(m), &c, &why,
+    uint8_t model_id[HY_FINGERPRINT_LEN];
+    hy_ckpt_model_id(m, model_id);
+    CHECK(hy_store_load(st, 1000, id, hy_model_arch(m), model_id, &c, &why,
                         NULL, 0, &err) == 0, "load after %d turns: %s", stop, err.msg);
     CHECK(hy_ckpt_restore(m, s, &c, &err) == 0, "restore: %s", err.msg);
     CHECK(positions(m) == before, "restore ran %llu positions through the model",

@@ -2,7 +2,7 @@
 /*
  * Run by tests/daemon-integration.sh against a private bus:
  *   test-daemon-client ADDRESS SCENARIO [ARGS]
- * Scenarios: concurrent, cancel, disconnect, isolation, probe (as another
+ * Scenarios: concurrent, prefill, cancel, disconnect, isolation, probe (as another
  * UID), badpayload, limits.  Exit 0 pass, 1 fail, 77 skip.
  */
 #include <errno.h>
@@ -368,6 +368,69 @@ out:
     conn_free(c);
 }
 
+static uint32_t max_tokens_seen(conn *c, uint64_t id, size_t upto)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < upto && i < c->n_evs; i++)
+        if (!c->evs[i].finished && c->evs[i].request_id == id && c->evs[i].n_tokens > n)
+            n = c->evs[i].n_tokens;
+    return n;
+}
+
+static bool a_has_5(conn *c, void *arg)
+{
+    return max_tokens_seen(c, *(uint64_t *)arg, SIZE_MAX) >= 5;
+}
+
+static size_t first_chunk_index(conn *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_evs; i++)
+        if (!c->evs[i].finished && c->evs[i].request_id == id)
+            return i;
+    return SIZE_MAX;
+}
+
+/* A long prompt is prefilled in chunks between the decode steps of an answer
+ * already streaming: that answer keeps going while the prompt is read. */
+static void scenario_prefill(void)
+{
+    conn *c = conn_new();
+    char *a = create_session(c, NULL, 0), *b = create_session(c, NULL, 0), err[256];
+    char *prompt = malloc(2001);
+
+    CHECK(a && b && prompt, "setup");
+    if (!a || !b || !prompt)
+        goto out;
+    for (int i = 0; i < 2000; i++)
+        prompt[i] = i % 2 ? ' ' : 'a';
+    prompt[2000] = 0;
+    uint64_t ra = send_text(c, a, "Stream while the other one reads.", 100000, true, NULL, 0);
+    CHECK(ra && pump(c, 30000, a_has_5, &ra), "A does not stream");
+    uint64_t rb = send_text(c, b, prompt, 4, true, err, sizeof(err));
+    CHECK(rb != 0, "B refused: %s", err);
+    pump(c, 0, NULL, NULL);
+    uint32_t a_at_send = max_tokens_seen(c, ra, SIZE_MAX);
+    CHECK(pump(c, 60000, is_finished, &rb), "B did not finish");
+    size_t ib = first_chunk_index(c, rb);
+    uint32_t a_at_b = max_tokens_seen(c, ra, ib);
+    const ev *fb = find_finished(c, rb);
+    CHECK(fb && fb->fin->result_case == HYMBA__V1__FINISHED__RESULT_DONE && fb->fin->done->prompt_tokens > 3 * 256,
+          "B: %s, %u prompt tokens", result_name(fb), fb && fb->fin->done ? fb->fin->done->prompt_tokens : 0);
+    CHECK(ib != SIZE_MAX && a_at_b >= a_at_send + 3,
+          "A generated %u tokens while B's %u-token prompt was prefilled (expected >= 3)", a_at_b - a_at_send,
+          fb && fb->fin->done ? fb->fin->done->prompt_tokens : 0);
+    printf("prefill: A generated %u tokens while B's %u-token prompt was read (%.0f ms)\n", a_at_b - a_at_send,
+           fb && fb->fin->done ? fb->fin->done->prompt_tokens : 0,
+           fb && fb->fin->done ? fb->fin->done->prefill_usec / 1e3 : 0.0);
+    CHECK(cancel(c, ra, err, sizeof(err)) >= 0, "Cancel A: %s", err);
+    pump(c, 10000, is_finished, &ra);
+out:
+    free(prompt);
+    free(a);
+    free(b);
+    conn_free(c);
+}
+
 static void scenario_cancel(void)
 {
     conn *c = conn_new();
@@ -442,11 +505,13 @@ static void scenario_disconnect(void)
         exit(1);
     pid = fork();
     if (pid == 0) {
+        alarm(120);                  /* never outlive the test */
         conn *c = conn_new();
         char *s = create_session(c, NULL, 0);
         uint64_t id = s ? send_text(c, s, "Never stop.", 100000, true, NULL, 0) : 0;
-        if (id && pump(c, 30000, has_chunk, &id))
-            (void)!write(pipefd[1], "x", 1);
+        if (!id || !pump(c, 30000, has_chunk, &id))
+            _exit(1);                /* the parent's read sees EOF */
+        (void)!write(pipefd[1], "x", 1);
         pause();                     /* killed here */
         _exit(0);
     }
@@ -721,8 +786,11 @@ int main(int argc, char **argv)
         return 2;
     }
     address = argv[1];
+    alarm(300);                      /* a hung daemon fails the test instead of hanging it */
     if (!strcmp(argv[2], "concurrent"))
         scenario_concurrent();
+    else if (!strcmp(argv[2], "prefill"))
+        scenario_prefill();
     else if (!strcmp(argv[2], "cancel"))
         scenario_cancel();
     else if (!strcmp(argv[2], "disconnect"))

@@ -298,7 +298,9 @@ static int run_point(hy_model *m, hy_store *st, const opts *o, int64_t n, point 
         if ((rc = hy_seq_new(m, &r, err)) < 0)
             goto out;
         double t0 = now_ms();
-        if ((rc = hy_store_load(st, BENCH_UID, c.id, a, hy_model_fingerprint(m), &d, &why, NULL, 0, err)) < 0)
+        uint8_t id[HY_FINGERPRINT_LEN];
+        hy_ckpt_model_id(m, id);
+        if ((rc = hy_store_load(st, BENCH_UID, c.id, a, id, &d, &why, NULL, 0, err)) < 0)
             goto out;
         double t1 = now_ms();
         rc = hy_ckpt_restore(m, r, &d, err);

@@ -286,7 +286,7 @@ static int run_round(const opts *o, int round)
     pthread_t *th = calloc((size_t)o->clients, sizeof(*th));
     size_t n_all = (size_t)o->clients * (size_t)o->requests, n_ok = 0;
     double *per_tok_wall = calloc(n_all, sizeof(double)), *first = calloc(n_all, sizeof(double));
-    double t0, elapsed, sum_wall = 0, sum_engine = 0, sum_decode = 0;
+    double t0, elapsed, sum_wall = 0, sum_engine = 0;
     uint64_t tokens = 0;
     int failed = 0;
 
@@ -316,7 +316,6 @@ static int run_round(const opts *o, int round)
             first[n_ok] = s->first_us;
             sum_wall += gen;
             sum_engine += (double)s->decode_us;
-            sum_decode += (double)s->decode_us / s->tokens;
             tokens += s->tokens;
             n_ok++;
         }
@@ -336,7 +335,6 @@ static int run_round(const opts *o, int round)
         printf("round %d: no request finished\n", round);
         failed = 1;
     }
-    (void)sum_decode;
     free(per_tok_wall);
     free(first);
     free(cl);

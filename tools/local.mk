@@ -17,6 +17,8 @@ tools_hymba_load_SOURCES = tools/hymba-load.c
 tools_hymba_load_CPPFLAGS = $(AM_CPPFLAGS) $(SYSTEMD_CFLAGS) $(PROTOBUFC_CFLAGS)
 tools_hymba_load_LDADD = $(HYMBA_PROTO_LIBS) $(SYSTEMD_LIBS)
 $(tools_hymba_load_OBJECTS): proto/hymba.pb-c.h
+# Runs hymba-load against hymbad on a private bus (bench/RESULTS-daemon.md).
+EXTRA_DIST += tools/daemon-bench.sh
 
 # hymba-bench: throughput and roofline fraction (engine-cpu; backend-agnostic, hymba.h only).
 bin_PROGRAMS += tools/hymba-bench
