@@ -17,6 +17,7 @@
 #define NS_PER_USEC 1000
 #define DAMAGED_MAX 64               /* damaged sessions remembered for lookups */
 #define COPY_BUF (1u << 20)
+#define EXPORT_STALL_MS 30000        /* a reader that takes nothing for this long is dropped */
 #define IMPORT_SLACK (256u << 20)    /* messages and framing beyond the largest states */
 
 /* Per-session persistence state (s->persist). */
@@ -25,6 +26,7 @@ struct hyd_psession {
     bool pending;                    /* ck.image/tokens/logits wait to be imported (Import) */
     bool state_on_disk;              /* registered from disk at start: the state loads on first use */
     bool on_disk;                    /* a checkpoint of this session is in the store */
+    bool removed;                    /* the user deleted it: no file may remain */
     int rewind_turn;                 /* -1, or the answer the next request restarts (Regenerate/Rewind) */
     int64_t saved_usec;              /* s->updated_usec when it was last written */
 };
@@ -65,6 +67,9 @@ void hyd_persist_session_free(hyd_session *s)
 {
     if (!s || !s->persist)
         return;
+    /* A turn that finished while the delete was on its way saved it again. */
+    if (s->persist->removed && P.store)
+        hy_store_remove(P.store, (uint32_t)s->uid, s->id, NULL);
     hy_ckpt_clear(&s->persist->ck);
     free(s->persist);
     s->persist = NULL;
@@ -292,6 +297,10 @@ void hyd_persist_fini(void)
 void hyd_persist_removed(hyd_session *s)
 {
     hy_err err = { 0 };
+    hyd_psession *p = ps_get(s);
+
+    if (p)
+        p->removed = true;
     if (P.store && hy_store_remove(P.store, (uint32_t)s->uid, s->id, &err) < 0)
         log_warning("session %s: its checkpoint was not removed: %s", s->id, err.msg);
 }
@@ -653,13 +662,17 @@ static int method_rewind(sd_bus_message *m, void *userdata, sd_bus_error *error)
     return submit_answer(m, s, uid, in->turn, in->max_new_tokens, in->ignore_eos, error);
 }
 
-/* Copy a file to fd (blocking writes; a non-blocking fd is waited on). */
+/* Copy a file to fd without letting a reader that never reads block the
+ * event loop: the descriptor is made non-blocking and a stall ends the copy. */
 static int copy_to_fd(const char *path, int fd, uint64_t *bytes)
 {
     int in = open(path, O_RDONLY | O_CLOEXEC);
     char *buf = malloc(COPY_BUF);
+    int flags = fcntl(fd, F_GETFL);
     int r = 0;
 
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     *bytes = 0;
     if (in < 0 || !buf) {
         r = in < 0 ? -errno : -ENOMEM;
@@ -675,9 +688,14 @@ static int copy_to_fd(const char *path, int fd, uint64_t *bytes)
         }
         for (ssize_t off = 0; off < n;) {
             ssize_t w = write(fd, buf + off, (size_t)(n - off));
-            if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno == EAGAIN) {
                 struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-                poll(&pfd, 1, 1000);
+                if (poll(&pfd, 1, EXPORT_STALL_MS) <= 0) {
+                    r = -ETIMEDOUT;
+                    goto out;
+                }
                 continue;
             }
             if (w <= 0) {
@@ -689,6 +707,8 @@ static int copy_to_fd(const char *path, int fd, uint64_t *bytes)
         }
     }
 out:
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags);
     if (in >= 0)
         close(in);
     free(buf);
@@ -751,6 +771,11 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return sd_bus_error_setf(error, HYD_ERROR_TOO_MANY_SESSIONS,
                                  "user %u already has %u sessions, the limit (max_sessions_per_user)",
                                  (unsigned)uid, c->cfg.max_sessions_per_user);
+    /* A pipe could keep the event loop waiting forever; a file ends. */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))
+        return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT,
+                                 "Import reads a regular file (hymbactl import FILE), not a pipe or a terminal");
     if (hy_store_import_fd(fd, P.arch, P.fp, P.import_max, &ck, &why, &err) < 0)
         return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "import refused: %s", err.msg);
     if (msgs_check(&ck, &err) < 0 || ck.n_tokens + 1 >= c->max_ctx) {

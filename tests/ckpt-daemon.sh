@@ -245,6 +245,13 @@ grep -q "made for another model" "$tmp/hymbad-$run.log" && pass "checkpoints of 
     fail "no wrong-model refusal"
 kill_hymbad TERM
 
+if grep -l "Sanitizer\|runtime error" "$tmp"/hymbad-*.log >/dev/null 2>&1; then
+    fail "sanitizer reports in: $(grep -l "Sanitizer\|runtime error" "$tmp"/hymbad-*.log | xargs -n1 basename)"
+    grep -h -A12 "Sanitizer\|runtime error" "$tmp"/hymbad-*.log | head -40
+else
+    pass "no sanitizer report in any hymbad log"
+fi
+
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"
     exit 1
