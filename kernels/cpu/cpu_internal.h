@@ -20,6 +20,8 @@ int cpu_pool_threads(const cpu_pool *p);
 /* Runs fn over [0, n) in chunks of grain items that threads claim one after
  * another (dynamic schedule); returns when every item is done. */
 void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *arg);
+/* guided: chunks shrink from a share of the remaining items down to grain. */
+void cpu_pool_run_sched(cpu_pool *p, int64_t n, int64_t grain, bool guided, cpu_task_fn fn, void *arg);
 
 /* ---- matrices in their stored dtype and the matmul kernels (matmul.c) ---- */
 
@@ -45,6 +47,14 @@ void cpu_matmul(cpu_pool *pool, const cpu_mat *W, const float *x, int n, int ldx
 const char *cpu_matmul_isa(void);
 /* Force the portable kernels (tests compare both paths). */
 void cpu_matmul_force_portable(bool on);
+/* AVX2/FMA/F16C present and not forced off. */
+bool cpu_use_avx2(void);
+
+/* ---- small inner loops (vecmath.c) ---- */
+
+float cpu_dot(const float *a, const float *b, int n);
+/* One SSM step of one channel over its n states: h = exp(delta A) h + du B; returns C . h. */
+float cpu_ssm_step(float *h, const float *A, const float *B, const float *C, float delta, float du, int n);
 
 /* ---- model and state ---- */
 

@@ -80,21 +80,6 @@ static inline float softplus(float v)
     return v > 20.0f ? v : log1pf(expf(v));
 }
 
-static inline float dot(const float *a, const float *b, int n)
-{
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; i++)
-        s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
-}
-
 /* ---- embedding and RoPE ---- */
 
 static int fwd_embed(fwd *f, const int32_t *tokens, hy_err *err)
@@ -235,7 +220,7 @@ static void attn_task(void *v, int64_t begin, int64_t end, int tid)
         int64_t nk = 0;
         for (int i = 0; i < ns; i++)
             for (int64_t j = 0; j < sp[i].n; j++) {
-                float d = dot(q, sp[i].k + j * kw + (size_t)g * hd, hd) * scale;
+                float d = cpu_dot(q, sp[i].k + j * kw + (size_t)g * hd, hd) * scale;
                 sc[nk++] = d;
                 if (d > mx)
                     mx = d;
@@ -340,12 +325,7 @@ static void scan_task(void *v, int64_t begin, int64_t end, int tid)
                 float u = f->uc[r * Di + c];
                 float delta = softplus(f->dl[r * Di + c] + ly->dt_bias[c]);
                 float du = delta * u;
-                float y = 0.0f;
-                for (int s = 0; s < N; s++) {
-                    h[s] = expf(delta * A[s]) * h[s] + du * B[s];
-                    y += C[s] * h[s];
-                }
-                y += ly->D[c] * u;
+                float y = cpu_ssm_step(h, A, B, C, delta, du, N) + ly->D[c] * u;
                 float z = f->u[r * f->Lmax + z_off + c];
                 f->ys[r * Di + c] = y * silu(z);
             }

@@ -5,6 +5,7 @@ kernels_cpu_libhykcpu_a_SOURCES = \
 	kernels/cpu/cpu_internal.h kernels/cpu/cpu_debug.h \
 	kernels/cpu/pool.c \
 	kernels/cpu/matmul.c \
+	kernels/cpu/vecmath.c \
 	kernels/cpu/state.c \
 	kernels/cpu/forward.c \
 	kernels/cpu/cpu_backend.c

@@ -23,6 +23,7 @@ struct cpu_pool {
     cpu_task_fn fn;
     void *arg;
     int64_t n_items, grain;
+    bool guided;
 };
 
 typedef struct pool_worker_arg {
@@ -37,13 +38,23 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* Claims chunks until none is left.  Guided: a chunk is a share of what is
+ * left (long contiguous runs first, small ones to balance the end), in whole
+ * grains; otherwise every chunk is one grain. */
 static void pool_work(cpu_pool *p, int tid)
 {
     for (;;) {
-        int64_t b = atomic_fetch_add(&p->next, p->grain);
+        int64_t b = atomic_load(&p->next), size = p->grain;
         if (b >= p->n_items)
             break;
-        int64_t e = b + p->grain < p->n_items ? b + p->grain : p->n_items;
+        if (p->guided) {
+            size = (p->n_items - b) / (2 * p->n) / p->grain * p->grain;
+            if (size < p->grain)
+                size = p->grain;
+        }
+        if (!atomic_compare_exchange_weak(&p->next, &b, b + size))
+            continue;
+        int64_t e = b + size < p->n_items ? b + size : p->n_items;
         p->fn(p->arg, b, e, tid);
     }
 }
@@ -139,6 +150,11 @@ int cpu_pool_threads(const cpu_pool *p)
 
 void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *arg)
 {
+    cpu_pool_run_sched(p, n, grain, false, fn, arg);
+}
+
+void cpu_pool_run_sched(cpu_pool *p, int64_t n, int64_t grain, bool guided, cpu_task_fn fn, void *arg)
+{
     if (n <= 0)
         return;
     if (grain < 1)
@@ -151,6 +167,7 @@ void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *a
     p->arg = arg;
     p->n_items = n;
     p->grain = grain;
+    p->guided = guided;
     atomic_store(&p->next, 0);
     atomic_store(&p->pending, p->n - 1);
     pthread_mutex_lock(&p->mu);
