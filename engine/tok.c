@@ -491,8 +491,7 @@ static int load_decoder(hy_tok *t, json_object *dec, json_object *rep_out[TOK_MA
             rep_out[(*n_rep)++] = d;
         }
     }
-    if (stage < 2 && n > 1)
-        return hy_err_set(err, -ENOTSUP, TOK_JSON ": decoder: a Sequence without Fuse is not supported");
+    /* Without Fuse the pieces are joined anyway; only Strip depends on it (checked above). */
     return 0;
 }
 
