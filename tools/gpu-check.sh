@@ -115,7 +115,7 @@ if [ $bench -eq 1 ]; then
     fi
     if [ $profile -eq 1 ] && command -v ncu >/dev/null 2>&1; then
         step ncu-decode ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-            --kernel-name regex:'k_gemv|k_attn|k_conv|k_ssm|k_preavg|k_resnorm|k_rope|k_dbc|k_embed|k_sample|gemm|Kernel' \
+            --kernel-name regex:'k_|gemm|Kernel|nvjet' \
             "$bin/hymba-run" -m "$model" --backend cuda --tokens "$(seq -s, 100 1123)" -n 4 --ignore-eos
         grep -E "k_|gemm|Kernel|gpu__time_duration|Invocations" "$logs/ncu-decode.log" | head -120
     fi

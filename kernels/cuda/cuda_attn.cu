@@ -68,6 +68,8 @@ __device__ __forceinline__ int key_pos(const keyset &k, int i)
 template <int VPL, int DQT>
 __global__ void __launch_bounds__(128) k_attn_split(cu_attn_args a)
 {
+    pdl_wait();
+    pdl_trigger();
     extern __shared__ float sm[];
     const int G = a.nh / a.nkv;
     float *qs = sm;                                   /* [G][dq] */
@@ -231,18 +233,17 @@ cudaError_t cu_attn_split(const cu_attn_args *a, cudaStream_t s)
     dim3 grid(a->nkv, a->nsplit, a->n);
     size_t smem = (size_t)(G * a->dq + 4 * G * a->dv + 8 * G) * sizeof(float);
     if (a->dv == 128 && a->dq == 64)
-        k_attn_split<4, 64><<<grid, 128, smem, s>>>(*a);
+        return cu_launch(k_attn_split<4, 64>, grid, dim3(128), smem, s, *a);
     else if (a->dv == 64 && a->dq == 32)
-        k_attn_split<2, 32><<<grid, 128, smem, s>>>(*a);
+        return cu_launch(k_attn_split<2, 32>, grid, dim3(128), smem, s, *a);
     else if (a->dv == 32 && a->dq == 16)
-        k_attn_split<1, 16><<<grid, 128, smem, s>>>(*a);
+        return cu_launch(k_attn_split<1, 16>, grid, dim3(128), smem, s, *a);
     else if (a->dv / 32 == 1)
-        k_attn_split<1, 0><<<grid, 128, smem, s>>>(*a);
+        return cu_launch(k_attn_split<1, 0>, grid, dim3(128), smem, s, *a);
     else if (a->dv / 32 == 2)
-        k_attn_split<2, 0><<<grid, 128, smem, s>>>(*a);
+        return cu_launch(k_attn_split<2, 0>, grid, dim3(128), smem, s, *a);
     else
-        k_attn_split<4, 0><<<grid, 128, smem, s>>>(*a);
-    return cudaGetLastError();
+        return cu_launch(k_attn_split<4, 0>, grid, dim3(128), smem, s, *a);
 }
 
 /* ------------------------------------------------------ flash prefill */
@@ -313,25 +314,46 @@ __global__ void __launch_bounds__(128) k_attn_flash(const bf16 *u, int ldu, int 
     }
     __syncthreads();
 
+    /* K/V tiles are double-buffered in registers: the loads of tile kt+1 are
+     * in flight while tile kt is computed. */
+    constexpr int KL = FK * (DQ / 8) / 128, VL = FK * (DV / 8) / 128;
+    uint4 kreg[KL], vreg[VL];
+    auto load_tile = [&](int kt) {
+#pragma unroll
+        for (int q = 0; q < KL; q++) {
+            int i = threadIdx.x + q * 128, r = i / (DQ / 8), c = i % (DQ / 8);
+            kreg[q] = make_uint4(0, 0, 0, 0);
+            if (kt + r < ks.n)
+                kreg[q] = *reinterpret_cast<const uint4 *>(
+                    K + ((size_t)kv_slot(g, key_pos(ks, kt + r)) * nkv + kvh) * DQ + c * 8);
+        }
+#pragma unroll
+        for (int q = 0; q < VL; q++) {
+            int i = threadIdx.x + q * 128, r = i / (DV / 8), c = i % (DV / 8);
+            vreg[q] = make_uint4(0, 0, 0, 0);
+            if (kt + r < ks.n)
+                vreg[q] = *reinterpret_cast<const uint4 *>(
+                    V + ((size_t)kv_slot(g, key_pos(ks, kt + r)) * nkv + kvh) * DV + c * 8);
+        }
+    };
+    load_tile(0);
     for (int kt = 0; kt < ks.n; kt += FK) {
+        __syncthreads();   /* every warp is done with the previous tile */
         for (int i = threadIdx.x; i < FK; i += blockDim.x)
             kpos[i] = kt + i < ks.n ? key_pos(ks, kt + i) : -1;
-        __syncthreads();
-        for (int i = threadIdx.x; i < FK * (DQ / 8); i += blockDim.x) {
-            int r = i / (DQ / 8), c = i % (DQ / 8);
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (kpos[r] >= 0)
-                v = *reinterpret_cast<const uint4 *>(K + ((size_t)kv_slot(g, kpos[r]) * nkv + kvh) * DQ + c * 8);
-            *reinterpret_cast<uint4 *>(Ks + r * L::LQ + c * 8) = v;
+#pragma unroll
+        for (int q = 0; q < KL; q++) {
+            int i = threadIdx.x + q * 128, r = i / (DQ / 8), c = i % (DQ / 8);
+            *reinterpret_cast<uint4 *>(Ks + r * L::LQ + c * 8) = kreg[q];
         }
-        for (int i = threadIdx.x; i < FK * (DV / 8); i += blockDim.x) {
-            int r = i / (DV / 8), c = i % (DV / 8);
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (kpos[r] >= 0)
-                v = *reinterpret_cast<const uint4 *>(V + ((size_t)kv_slot(g, kpos[r]) * nkv + kvh) * DV + c * 8);
-            *reinterpret_cast<uint4 *>(Vs + r * L::LV + c * 8) = v;
+#pragma unroll
+        for (int q = 0; q < VL; q++) {
+            int i = threadIdx.x + q * 128, r = i / (DV / 8), c = i % (DV / 8);
+            *reinterpret_cast<uint4 *>(Vs + r * L::LV + c * 8) = vreg[q];
         }
         __syncthreads();
+        if (kt + FK < ks.n)
+            load_tile(kt + FK);
 
         /* S = Q K^T for this warp's 16 rows */
         for (int ct = 0; ct < FK / 16; ct++) {
@@ -408,8 +430,8 @@ __global__ void __launch_bounds__(128) k_attn_flash(const bf16 *u, int ldu, int 
             }
             wmma::store_matrix_sync(O + warp * 16 * L::LO + ct * 16, acc, L::LO, wmma::mem_row_major);
         }
-        __syncthreads();
     }
+    __syncwarp();
 
     const int di = nh * DV;
     for (int i = lane; i < 16 * DV; i += 32) {

@@ -130,6 +130,7 @@ static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
     ctx->verbose = opts && opts->verbose;
     /* HYMBA_CUDA_PDL=0 turns programmatic dependent launch off (for measurements) */
     ctx->pdl = !(getenv("HYMBA_CUDA_PDL") && strcmp(getenv("HYMBA_CUDA_PDL"), "0") == 0);
+    cu_pdl = ctx->pdl;
     snprintf(ctx->dev_name, sizeof(ctx->dev_name), "%s", prop.name);
     int r;
 #define INIT_CK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \

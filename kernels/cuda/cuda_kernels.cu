@@ -72,10 +72,7 @@ __device__ __forceinline__ float lin_get(const cu_lin &in, int b, int n)
 
 /* ---------------------------------------------------------------- GEMV */
 
-/* Programmatic dependent launch (sm_90): a kernel lets the next one start
- * early; the next one waits for this one's results at griddepcontrol.wait. */
-__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+int cu_pdl = 1;
 
 /* Streaming 16-byte load: weights are read once per step, keep them out of L1. */
 __device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
@@ -256,6 +253,8 @@ cudaError_t cu_gemv_launch(const cu_gemv *a, cudaStream_t s)
 
 __global__ void k_embed(bf16 *x, const bf16 *rows, const int32_t *ids, const cu_desc *desc, int H)
 {
+    pdl_wait();
+    pdl_trigger();
     int t = blockIdx.x;
     size_t id = ids ? (size_t)ids[t] : desc ? (size_t)desc[t].token : (size_t)t;
     const bf16 *src = rows + id * H;
@@ -266,8 +265,7 @@ __global__ void k_embed(bf16 *x, const bf16 *rows, const int32_t *ids, const cu_
 cudaError_t cu_embed(bf16 *x, const bf16 *rows, const int32_t *ids, const cu_desc *desc,
                      int n, int H, cudaStream_t s)
 {
-    k_embed<<<n, 256, 0, s>>>(x, rows, ids, desc, H);
-    return cudaGetLastError();
+    return cu_launch(k_embed, dim3(n), dim3(256), 0, s, x, rows, ids, desc, H);
 }
 
 /* RMSNorm as the reference rounds it (spec §5.1): y = bf16(w * bf16(x * r)). */
@@ -276,6 +274,7 @@ __global__ void k_resnorm(bf16 *x, cu_lin y, int has_y, const bf16 *w, bf16 *hn,
     extern __shared__ float xs[];        /* [H] */
     __shared__ float red[32];
     int t = blockIdx.x;
+    pdl_wait();
     pdl_trigger();
     bf16 *xr = x + (size_t)t * H;
     float ss = 0.0f;
@@ -298,8 +297,8 @@ cudaError_t cu_resnorm(bf16 *x, const cu_lin *y, const bf16 *w, bf16 *hn, int n,
                        float eps, cudaStream_t s)
 {
     cu_lin none = {};
-    k_resnorm<<<n, 1024, H * sizeof(float), s>>>(x, y ? *y : none, y != NULL, w, hn, H, eps);
-    return cudaGetLastError();
+    return cu_launch(k_resnorm, dim3(n), dim3(1024), H * sizeof(float), s, x, y ? *y : none, (int)(y != NULL), w, hn, H,
+                     eps);
 }
 
 /* ----------------------------------------------------------- RoPE / KV */
@@ -321,6 +320,8 @@ __device__ __forceinline__ void rope_pair(const bf16 *src, bf16 *dst, int j, int
 
 __global__ void k_rope_kv(cu_rope_args a)
 {
+    pdl_wait();
+    pdl_trigger();
     int t = blockIdx.x;
     const cu_desc *d = a.per_token ? &a.desc[t] : a.desc;
     int pos = a.per_token ? d->pos : d->pos + t;
@@ -361,8 +362,7 @@ __global__ void k_rope_kv(cu_rope_args a)
 
 cudaError_t cu_rope_kv(const cu_rope_args *a, cudaStream_t s)
 {
-    k_rope_kv<<<a->n, 128, 0, s>>>(*a);
-    return cudaGetLastError();
+    return cu_launch(k_rope_kv, dim3(a->n), dim3(128), 0, s, *a);
 }
 
 /* --------------------------------------------------------------- mixer merge */
@@ -373,6 +373,7 @@ __global__ void k_preavg(const bf16 *att, const float *ml, const float *o, int n
     extern __shared__ float sm[];         /* att [di], ssm [di], weights [nh][nsplit], ml [nh][nsplit][2] */
     __shared__ float red[32];
     int t = blockIdx.x, di = nh * dv;
+    pdl_wait();
     pdl_trigger();
     float *as = sm, *ss = sm + di, *wgt = sm + 2 * di, *mls = wgt + nh * nsplit;
     if (!att) {
@@ -434,8 +435,7 @@ cudaError_t cu_preavg(const bf16 *att, const float *ml, const float *o, int nspl
                       bf16 *m, int n, cudaStream_t s)
 {
     size_t smem = (size_t)(2 * nh * dv + (att ? 0 : 3 * nh * nsplit)) * sizeof(float);
-    k_preavg<<<n, 1024, smem, s>>>(att, ml, o, nsplit, nh, dv, ssm_out, w1, w2, eps, m);
-    return cudaGetLastError();
+    return cu_launch(k_preavg, dim3(n), dim3(1024), smem, s, att, ml, o, nsplit, nh, dv, ssm_out, w1, w2, eps, m);
 }
 
 /* ---------------------------------------------------------------- conv */
@@ -501,6 +501,8 @@ __global__ void __launch_bounds__(256) k_conv_xproj(const bf16 *u, int ldu, int 
                                                     const float *bias, int di, int dc, const bf16 *xproj,
                                                     int P, bf16 *uc, float *part)
 {
+    pdl_wait();
+    pdl_trigger();
     __shared__ float ucs[CONV_SLICE];
     int c0 = blockIdx.x * CONV_SLICE;
     int cn = min(CONV_SLICE, di - c0);
@@ -557,8 +559,8 @@ cudaError_t cu_conv_xproj_decode(const bf16 *u, int ldu, int xs_off, int B, cons
 {
     if (dc > CU_MAX_DCONV || nslice != cu_conv_xproj_slices(di))
         return cudaErrorInvalidValue;
-    k_conv_xproj<<<nslice, 256, 0, s>>>(u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj, P, uc, part);
-    return cudaGetLastError();
+    return cu_launch(k_conv_xproj, dim3(nslice), dim3(256), 0, s, u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj,
+                     P, uc, part);
 }
 
 /* ------------------------------------------------------------- dt/B/C norms */
@@ -581,6 +583,8 @@ __device__ void warp_rmsnorm(float *v, int len, const bf16 *w, float eps)
 __global__ void k_dbc_norm(cu_lin xp, int R, int N, const bf16 *wdt, const bf16 *wB, const bf16 *wC,
                            int norms, float eps, float *dbc, bf16 *dt_out)
 {
+    pdl_wait();
+    pdl_trigger();
     extern __shared__ float v[];          /* [R + 2N], then [nq][R + 2N] sub-sums */
     int t = blockIdx.x, P = R + 2 * N;
     if (xp.h) {
@@ -632,8 +636,8 @@ cudaError_t cu_dbc_norm(const cu_lin *xp, int R, int N, const bf16 *wdt, const b
 {
     int threads = xp->h ? 128 : 1024;
     int nq = threads / (R + 2 * N) > 0 ? threads / (R + 2 * N) : 1;
-    k_dbc_norm<<<n, threads, (size_t)(R + 2 * N) * (1 + nq) * sizeof(float), s>>>(*xp, R, N, wdt, wB, wC, norms, eps, dbc, dt_out);
-    return cudaGetLastError();
+    return cu_launch(k_dbc_norm, dim3(n), dim3(threads), (size_t)(R + 2 * N) * (1 + nq) * sizeof(float), s, *xp, R, N,
+                     wdt, wB, wC, norms, eps, dbc, dt_out);
 }
 
 /* ------------------------------------------------------------------- SSM */
@@ -651,6 +655,8 @@ __device__ __forceinline__ float sum16(float v)
 /* One thread per (channel, state); 16 channels per block. */
 __global__ void __launch_bounds__(256) k_ssm_decode(cu_ssm_args a)
 {
+    pdl_wait();
+    pdl_trigger();
     const int s = threadIdx.x & 15;
     const int c_raw = blockIdx.x * 16 + (threadIdx.x >> 4);
     const bool valid = c_raw < a.di;
@@ -679,8 +685,7 @@ __global__ void __launch_bounds__(256) k_ssm_decode(cu_ssm_args a)
 cudaError_t cu_ssm_decode(const cu_ssm_args *a, cudaStream_t s)
 {
     dim3 grid((a->di + 15) / 16, a->n);
-    k_ssm_decode<<<grid, 256, 0, s>>>(*a);
-    return cudaGetLastError();
+    return cu_launch(k_ssm_decode, grid, dim3(256), 0, s, *a);
 }
 
 size_t cu_ssm_ws_floats(int n, int di)
@@ -700,7 +705,8 @@ __global__ void __launch_bounds__(256) k_scan_local(cu_ssm_args a, int nch)
     const int t0 = ch * CU_SCAN_CHUNK, t1 = min(a.n, t0 + CU_SCAN_CHUNK);
     const float A = a.A[c * CU_D_STATE + s], bias = a.dtb[c];
     float h = 0.0f, sum_da = 0.0f;
-    for (int t = t0; t < t1; t++) {
+#pragma unroll 8
+    for (int t = t0; t < t1; t++) {   /* unrolled: the loads of 8 steps go out together */
         float delta = softplus_f(b2f(a.delta[(size_t)t * a.di + c]) + bias);
         float u = b2f(a.uc[(size_t)t * a.di + c]);
         float da = delta * A;
@@ -745,6 +751,7 @@ __global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, int nch)
     float *state = a.desc->ssm + (size_t)a.layer * nstate;
     float h = nch == 1 ? state[si] : a.ws[2 * nch * nstate + ch * nstate + si];
     const float A = a.A[si], bias = a.dtb[c], D = a.D[c];
+#pragma unroll 8
     for (int t = t0; t < t1; t++) {
         float delta = softplus_f(b2f(a.delta[(size_t)t * a.di + c]) + bias);
         float u = b2f(a.uc[(size_t)t * a.di + c]);
@@ -777,6 +784,8 @@ cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s)
 
 __global__ void k_gated_act(const bf16 *gu, bf16 *a, size_t total, int I)
 {
+    pdl_wait();
+    pdl_trigger();
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total)
         return;
@@ -789,12 +798,13 @@ __global__ void k_gated_act(const bf16 *gu, bf16 *a, size_t total, int I)
 cudaError_t cu_gated_act(const bf16 *gu, bf16 *a, int n, int I, cudaStream_t s)
 {
     size_t total = (size_t)n * I;
-    k_gated_act<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(gu, a, total, I);
-    return cudaGetLastError();
+    return cu_launch(k_gated_act, dim3((unsigned)((total + 255) / 256)), dim3(256), 0, s, gu, a, total, I);
 }
 
 __global__ void k_bf16_to_f32(const bf16 *x, float *y, size_t n)
 {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         y[i] = b2f(x[i]);
@@ -804,8 +814,7 @@ cudaError_t cu_bf16_to_f32(const bf16 *x, float *y, size_t n, cudaStream_t s)
 {
     if (n == 0)
         return cudaSuccess;
-    k_bf16_to_f32<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(x, y, n);
-    return cudaGetLastError();
+    return cu_launch(k_bf16_to_f32, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, s, x, y, n);
 }
 
 /* ---------------------------------------------------------------- sampler */
@@ -830,6 +839,8 @@ __device__ float block_mass_ge(const float *row, int V, float thr, float mx, flo
 
 __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(cu_sample_args a)
 {
+    pdl_wait();
+    pdl_trigger();
     __shared__ float red[32];
     __shared__ float sval[32];
     __shared__ int sidx[32];
@@ -967,6 +978,5 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(cu_sample_args a)
 
 cudaError_t cu_sample(const cu_sample_args *a, cudaStream_t s)
 {
-    k_sample<<<a->B, SAMPLE_THREADS, 0, s>>>(*a);
-    return cudaGetLastError();
+    return cu_launch(k_sample, dim3(a->B), dim3(SAMPLE_THREADS), 0, s, *a);
 }

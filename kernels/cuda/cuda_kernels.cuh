@@ -169,4 +169,31 @@ typedef struct cu_sample_args {
 } cu_sample_args;
 cudaError_t cu_sample(const cu_sample_args *a, cudaStream_t s);
 
+/* Programmatic dependent launch (sm_90): a kernel lets the next one be
+ * launched early (trigger); the next one blocks at wait until this one has
+ * finished and its writes are visible.  Kernels of the decode step wait
+ * before touching any data and trigger right after, so launch latency
+ * overlaps the previous kernel.  Without the launch attribute both are no-ops. */
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+extern int cu_pdl;   /* launch decode kernels with the programmatic-serialization attribute */
+
+template <typename... KArgs, typename... Args>
+static inline cudaError_t cu_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                    Args... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = cu_pdl;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
+}
+
 #endif
