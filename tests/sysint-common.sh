@@ -37,6 +37,11 @@ sysint_cleanup() {
 }
 trap sysint_cleanup EXIT
 
+# help_commands PROGRAM: the commands its --help lists under "Commands:", one per line.
+help_commands() {
+    "$1" --help | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && /^  [a-z]/ { print $1 }'
+}
+
 # wait_for_socket PATH: up to 5 s for a listening socket to appear.
 wait_for_socket() {
     i=0

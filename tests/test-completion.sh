@@ -30,7 +30,7 @@ expect_not() {
 }
 
 expect "chat ask sessions show rm status" "$hymbactl" ""
-for cmd in $("$hymbactl" --help | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && /^  [a-z]/ { print $1 }'); do
+for cmd in $(help_commands "$hymbactl"); do
     expect "$cmd" "$hymbactl" ""
 done
 expect "--user --system --bus-address --json --version --help" "$hymbactl" "--"

@@ -23,8 +23,7 @@ man_sections() {
 # help_text PROGRAM: --help, plus COMMAND --help for each command listed under "Commands:".
 help_text() {
     "$1" --help || return 1
-    "$1" --help | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && /^  [a-z]/ { print $1 }' |
-    while read -r cmd; do
+    help_commands "$1" | while read -r cmd; do
         "$1" "$cmd" --help || echo "FAIL: $1 $cmd --help failed" >&2
     done
 }
@@ -63,8 +62,7 @@ for prog in $HYMBA_PROGRAMS; do
         fail "$name: $(basename "$page") documents $opt, which --help does not know"
     done
     # Each command of the "Commands:" list heads an item of the page's COMMANDS section.
-    "$top_builddir/$prog" --help | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && /^  [a-z]/ { print $1 }' |
-    while read -r cmd; do
+    help_commands "$top_builddir/$prog" | while read -r cmd; do
         man_text "$page" | awk '/^\.SH/ { on = ($2 == "COMMANDS"); next } on' |
             grep -qE "^\.B[IR]* \"?$cmd( |\"|$)" || echo "FAIL: $name: command $cmd is not in the COMMANDS section of $(basename "$page")"
     done >"$sysint_tmp/cmds"
