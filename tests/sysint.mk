@@ -18,6 +18,7 @@ AM_TESTS_ENVIRONMENT += \
 SYSINT_TESTS = \
 	tests/test-units.sh \
 	tests/test-policy.sh \
+	tests/test-activation.sh \
 	tests/test-manpages.sh \
 	tests/test-install.sh \
 	tests/test-completion.sh \
