@@ -196,7 +196,7 @@ static int on_session_signal(sd_bus_message *m, void *userdata, sd_bus_error *er
             }
             if (!st->quiet) {
                 term_progress_clear();
-                fwrite(ch->text, 1, n, stdout);
+                term_write_text(ch->text, n);
                 fflush(stdout);
             }
         }

@@ -548,7 +548,9 @@ static int cmd_show(ctl *c, int argc, char **argv)
             Hymba__V1__Role role = rep->messages[i]->role;
             term_style style = role == HYMBA__V1__ROLE__ROLE_USER ? TERM_USER :
                                role == HYMBA__V1__ROLE__ROLE_ASSISTANT ? TERM_ASSISTANT : TERM_BOLD;
-            printf("\n%s[%s]%s\n%s\n", term_on(style), role_name(role), term_off(), rep->messages[i]->text);
+            printf("\n%s[%s]%s\n", term_on(style), role_name(role), term_off());
+            term_write_text(rep->messages[i]->text, strlen(rep->messages[i]->text));
+            putchar('\n');
         }
     }
     protobuf_c_message_free_unpacked(&rep->base, NULL);

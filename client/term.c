@@ -60,6 +60,26 @@ void term_progress(const char *fmt, ...)
     progress_shown = true;
 }
 
+void term_write_text(const char *text, size_t n)
+{
+    static const char replacement[] = "\xef\xbf\xbd";   /* U+FFFD in UTF-8 */
+    size_t start = 0;
+
+    if (!active) {
+        fwrite(text, 1, n, stdout);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if ((ch >= 0x20 && ch != 0x7f) || ch == '\n' || ch == '\t')
+            continue;
+        fwrite(text + start, 1, i - start, stdout);
+        fputs(replacement, stdout);
+        start = i + 1;
+    }
+    fwrite(text + start, 1, n - start, stdout);
+}
+
 void term_progress_clear(void)
 {
     if (!active || !progress_shown)

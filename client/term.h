@@ -3,6 +3,7 @@
 #define HYMBA_CLIENT_TERM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum term_style {
     TERM_BOLD,
@@ -23,5 +24,8 @@ const char *term_off(void);
  * term_progress_clear(); nothing when not active. */
 void term_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void term_progress_clear(void);
+/* Write model text to stdout.  At a terminal, control characters other than newline and tab
+ * (an ESC from a model could drive the terminal) are shown as U+FFFD; elsewhere bytes pass as is. */
+void term_write_text(const char *text, size_t n);
 
 #endif

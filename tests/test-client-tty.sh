@@ -38,4 +38,22 @@ grep -q "$esc" "$sysint_tmp/tty-json.out" && fail "escape sequences in --json ou
 NO_COLOR=1 at_tty "$hymbactl" --bus-address "$bus" show "$id" >"$sysint_tmp/tty-nocolor.out" 2>&1
 grep -q "$esc" "$sysint_tmp/tty-nocolor.out" && fail "escape sequences with NO_COLOR set: $(cat -v "$sysint_tmp/tty-nocolor.out")"
 
+# Model text with control characters (a random model writes them) reaches a pipe as it is, but a
+# terminal sees U+FFFD instead: an ESC from the model must not drive the terminal.
+ctrl=$(printf '[\001-\010\013\014\016-\032\034-\037\177]')
+for seed in 1 2 3 4 5 6 7 8; do
+    "$hymbactl" --bus-address "$bus" ask --seed $seed --max-tokens 48 "Which service manager does Debian use?" \
+        >"$sysint_tmp/raw.out" 2>/dev/null
+    LC_ALL=C grep -q "$ctrl" "$sysint_tmp/raw.out" && break
+done
+if LC_ALL=C grep -q "$ctrl" "$sysint_tmp/raw.out"; then
+    at_tty "$hymbactl" --bus-address "$bus" ask --seed $seed --max-tokens 48 "Which service manager does Debian use?" \
+        >"$sysint_tmp/tty-raw.out" 2>&1
+    LC_ALL=C grep -q "$ctrl" "$sysint_tmp/tty-raw.out" &&
+        fail "control characters of the model reach the terminal: $(cat -v "$sysint_tmp/tty-raw.out")"
+    grep -q "$(printf '\357\277\275')" "$sysint_tmp/tty-raw.out" || fail "no U+FFFD for the model's control characters"
+else
+    echo "note: the test model wrote no control character: terminal filtering not exercised"
+fi
+
 finish test-client-tty
