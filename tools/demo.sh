@@ -16,11 +16,15 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 # ---- build (only the four programs the demo runs) ----
 if [ -z "${HYMBA_BUILD:-}" ]; then
-    say "Building hymba in $build"
-    [ -x "$top/configure" ] || "$top/autogen.sh" >/dev/null 2>&1
+    say "Building hymba in $build (log: $build/demo-build.log)"
     mkdir -p "$build"
-    (cd "$build" && { [ -f Makefile ] || "$top/configure" -q; } &&
-        make -s -j"$(nproc 2>/dev/null || echo 2)" daemon/hymbad client/hymbactl tools/hymba-mkmodel)
+    if ! { { [ -x "$top/configure" ] || "$top/autogen.sh"; } &&
+           (cd "$build" && { [ -f Makefile ] || "$top/configure" -q; } &&
+            make -j"$(nproc 2>/dev/null || echo 2)" daemon/hymbad client/hymbactl tools/hymba-mkmodel)
+         } >"$build/demo-build.log" 2>&1; then
+        tail -n 40 "$build/demo-build.log" >&2
+        die "the build failed (whole log: $build/demo-build.log)"
+    fi
 fi
 hymbad=$build/daemon/hymbad
 hymbactl=$build/client/hymbactl
