@@ -132,8 +132,11 @@ static int json_put(tok_buf *b, json_object *o, int depth)
         return tok_buf_put(b, "null", 4);
     case json_type_boolean:
         return json_object_get_boolean(o) ? tok_buf_put(b, "true", 4) : tok_buf_put(b, "false", 5);
-    case json_type_int:
-        snprintf(num, sizeof(num), "%lld", (long long)json_object_get_int64(o));
+    case json_type_int:     /* json-c keeps int64 and uint64 exactly; beyond that it saturates */
+        if (json_object_get_int64(o) == INT64_MAX)
+            snprintf(num, sizeof(num), "%llu", (unsigned long long)json_object_get_uint64(o));
+        else
+            snprintf(num, sizeof(num), "%lld", (long long)json_object_get_int64(o));
         return tok_buf_put(b, num, strlen(num));
     case json_type_double:
         return json_put_double(b, json_object_get_double(o));

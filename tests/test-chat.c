@@ -80,6 +80,15 @@ static void check_renders(void)
                  "\n<context> ctx two </context>"
                  "\n\n<extra_id_1>User\ngo\n<extra_id_1>Assistant\n");
 
+    /* json.dumps of integers past int64, empty containers, and floats near the
+     * repr switch points (1e16 and 1e-4 switch to exponent form; 1e15 does not). */
+    const char *tools2[] = { "{\"big\": 12345678901234567890, \"e\": [], \"o\": {}, "
+                             "\"f\": [1e16, 1e15, 0.0001, 0.00001, 123456789012345678.0, 0.1]}" };
+    hy_chat_extra x2 = { tools2, 1, NULL, 0 };
+    check_render("tojson numbers", NULL, 0, &x2, false,
+                 "<extra_id_0>System\n<tool> {\"big\": 12345678901234567890, \"e\": [], \"o\": {}, "
+                 "\"f\": [1e+16, 1000000000000000.0, 0.0001, 1e-05, 1.2345678901234568e+17, 0.1]} </tool>\n\n");
+
     /* Contexts only, no system message: no separating "\n" before them. */
     hy_chat_extra y = { NULL, 0, contexts + 1, 1 };
     check_render("contexts only", b, 1, &y, false,

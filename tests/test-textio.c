@@ -2,6 +2,7 @@
 #include "tools/textio.h"
 #include "engine/chat.h"
 #include "tests/testutil.h"
+#include <json-c/json.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,6 +79,7 @@ static void check_generation(void)
     snprintf(exe, sizeof(exe), "%s/tools/hymba-mkmodel", top ? top : ".");
     if (access(exe, X_OK) != 0) {
         printf("(generation checks skipped: %s not built)\n", exe);
+        hy_test_rmtree(dir);
         free(dir);
         return;
     }
@@ -156,6 +158,53 @@ static void check_cli(const char *shared)
     CHECK(WEXITSTATUS(system(cmd)) == 2, "malformed --detokenize exits 2");
 }
 
+/* End to end: a tiny random model with the real 32001-piece tokenizer, driven
+ * through hymba-run -p and --chat. */
+static void check_cli_real_model(const char *shared)
+{
+    const char *top = getenv("top_builddir");
+    char run[4096], mk[4096], cmd[16384], out[4096], cfg_path[4200];
+    char *dir = hy_test_tmpdir(), *tiny = hy_test_tmpdir();
+
+    snprintf(run, sizeof(run), "%s/tools/hymba-run", top ? top : ".");
+    snprintf(mk, sizeof(mk), "%s/tools/hymba-mkmodel", top ? top : ".");
+    if (access(run, X_OK) != 0 || access(mk, X_OK) != 0 || !dir || !tiny) {
+        printf("(end-to-end checks skipped: hymba-run or hymba-mkmodel not built)\n");
+        goto done;
+    }
+    /* the tiny preset's shape with the real vocabulary size */
+    snprintf(cmd, sizeof(cmd), "'%s' -q --no-weights '%s'", mk, tiny);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    snprintf(cfg_path, sizeof(cfg_path), "%s/config.json", tiny);
+    json_object *cfg = json_object_from_file(cfg_path);
+    CHECK(cfg != NULL, "read %s", cfg_path);
+    if (!cfg)
+        goto done;
+    json_object_object_add(cfg, "vocab_size", json_object_new_int(32001));
+    CHECK(json_object_to_file(cfg_path, cfg) == 0, "write %s", cfg_path);
+    json_object_put(cfg);
+    snprintf(cmd, sizeof(cmd), "'%s' -q --config '%s' --tokenizer-from '%s/testdata/hymba-1.5b-config' '%s'",
+             mk, cfg_path, shared, dir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+
+    static const char *const args[] = { "-p 'The capital of France is' -n 6",
+                                        "--chat -p 'Hi there' --system 'Be brief.' -n 6 --temp 0.7 --seed 3" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd), "'%s' -m '%s' -t 1 --backend cpu %s", run, dir, args[i]);
+        FILE *p = popen(cmd, "r");
+        size_t n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+        out[n] = '\0';
+        CHECK(p && pclose(p) == 0, "%s failed", cmd);
+        CHECK(n > 1 && out[n - 1] == '\n' && utf8_ok(out) && !strstr(out, HY_CHAT_TURN_MARKER),
+              "%s printed [%s]", args[i], out);
+    }
+done:
+    hy_test_rmtree(dir);
+    hy_test_rmtree(tiny);
+    free(dir);
+    free(tiny);
+}
+
 int main(void)
 {
     const char *shared = hy_test_shared_dir();
@@ -163,6 +212,7 @@ int main(void)
     if (shared) {
         check_real_tokenizer(shared);
         check_cli(shared);
+        check_cli_real_model(shared);
     }
     else
         printf("(real-tokenizer checks skipped; generation checks run)\n");

@@ -48,5 +48,6 @@ CLEANFILES += tests/fuzz-tok-libfuzzer
 check_PROGRAMS += tests/test-textio
 TESTS += tests/test-textio
 tests_test_textio_SOURCES = tests/test-textio.c tools/textio.c tools/textio.h
+tests_test_textio_CPPFLAGS = $(AM_CPPFLAGS) $(JSONC_CFLAGS)
 tests_test_textio_LDADD = $(HYMBA_TEST_LIBS)
 EXTRA_DIST += bench/tok-bench-js.mjs
