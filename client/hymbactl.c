@@ -795,8 +795,9 @@ static int cmd_import(ctl *c, int argc, char **argv)
         printf("Usage: hymbactl import FILE\n"
                "\n"
                "Make a new session of yours from a checkpoint written by 'hymbactl export'\n"
-               "('-': standard input).  It must come from the model hymbad runs (the same\n"
-               "fingerprint); the new session id is printed.\n");
+               "('-': standard input redirected from a file; hymbad reads regular files\n"
+               "only).  It must come from the model hymbad runs (the same model identity);\n"
+               "the new session id is printed.\n");
         return CTL_EXIT_OK;
     }
     if (argc != 2)

@@ -64,7 +64,7 @@ int hy_ckpt_capture(hy_model *m, const hy_seq *s, hy_ckpt *c, hy_err *err)
     }
     if ((rc = hy_seq_state_export(m, s, img, n, err)) < 0)
         goto fail;
-    if (nt > 0)
+    if (nt > 0)                      /* an empty state has no token array (NULL) */
         memcpy(tok, hy_seq_tokens(s), (size_t)nt * 4);
     if (logits)
         memcpy(logits, lg, (size_t)a->vocab * 4);

@@ -27,7 +27,8 @@ typedef struct opts {
     int64_t tokens[MAX_POINTS];
     int n_points;
     bool synthetic;          /* fill the state with random bytes instead of a real prefill */
-    int snapshots;           /* K turn snapshots to include (spread over the conversation) */
+    int snapshots;           /* K turn snapshots to include */
+    int64_t turn_len;        /* > 0: snapshots every turn_len tokens before the end; else spread evenly */
     int repeat;              /* save/restore repetitions (the best is reported) */
     uint64_t seed;
 } opts;
@@ -52,7 +53,8 @@ static void usage(FILE *f)
         "  --tokens N[,N...]        conversation lengths (default 1024,4096,8192)\n"
         "  --synthetic              random state contents instead of a real prefill: sizes\n"
         "                           and save/restore times are the same, no prefill time\n"
-        "  --snapshots K            also store K turn snapshots (default 0)\n"
+        "  --snapshots K            also store K turn snapshots (default 0), spread evenly\n"
+        "  --turn-len N             ... or taken every N tokens before the end (chat turns)\n"
         "  --repeat R               save/restore repetitions, best reported (default 3)\n"
         "  --dir DIR                where checkpoints are written (default: a new dir in /tmp)\n"
         "  --seed N                 token ids / synthetic state seed (default 1)\n"
@@ -81,12 +83,13 @@ static int parse_tokens(const char *s, opts *o)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
-    enum { O_BACKEND = 256, O_THREADS, O_TOKENS, O_SYNTH, O_SNAPS, O_REPEAT, O_DIR, O_SEED };
+    enum { O_BACKEND = 256, O_THREADS, O_TOKENS, O_SYNTH, O_SNAPS, O_REPEAT, O_DIR, O_SEED, O_TURN };
     static const struct option lo[] = {
         { "backend", required_argument, NULL, O_BACKEND }, { "threads", required_argument, NULL, O_THREADS },
         { "tokens", required_argument, NULL, O_TOKENS }, { "synthetic", no_argument, NULL, O_SYNTH },
         { "snapshots", required_argument, NULL, O_SNAPS }, { "repeat", required_argument, NULL, O_REPEAT },
         { "dir", required_argument, NULL, O_DIR }, { "seed", required_argument, NULL, O_SEED },
+        { "turn-len", required_argument, NULL, O_TURN },
         { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { 0, 0, 0, 0 },
     };
     int c;
@@ -108,6 +111,7 @@ static int parse_args(int argc, char **argv, opts *o)
         case O_REPEAT: o->repeat = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
         case O_DIR: o->dir = optarg; break;
         case O_SEED: o->seed = strtoull(optarg, NULL, 10); break;
+        case O_TURN: o->turn_len = atoll(optarg); break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("hymba-ckbench %s\n", PACKAGE_VERSION); exit(0);
         default: usage(stderr); return 2;
@@ -117,6 +121,11 @@ static int parse_args(int argc, char **argv, opts *o)
         usage(stderr);
         return 2;
     }
+    for (int i = 0; i < o->n_points; i++)
+        if (o->turn_len * o->snapshots >= o->tokens[i]) {
+            fprintf(stderr, "hymba-ckbench: --turn-len x --snapshots must be below every --tokens value\n");
+            return 2;
+        }
     if (o->snapshots < 0 || o->snapshots > HY_CKPT_SNAPS_MAX) {
         fprintf(stderr, "hymba-ckbench: --snapshots must be 0..%d\n", HY_CKPT_SNAPS_MAX);
         return 2;
@@ -227,8 +236,10 @@ static int build_state(hy_model *m, hy_seq *s, const opts *o, int64_t n, hy_ckpt
         tok[i] = 3 + (int32_t)(rnd(&seed) % (uint64_t)(a->vocab - 3));
     int64_t done = 0;
     for (int k = 0; k <= o->snapshots && rc == 0; k++) {
-        /* Snapshot k is taken after (k+1)/(K+1) of the tokens; the rest follow. */
-        int64_t upto = k == o->snapshots ? n : n * (k + 1) / (o->snapshots + 1);
+        /* Snapshot k after (k+1)/(K+1) of the tokens, or turn_len * (K-k) tokens before the end. */
+        int64_t upto = k == o->snapshots ? n
+                     : o->turn_len > 0 ? n - o->turn_len * (o->snapshots - k)
+                     : n * (k + 1) / (o->snapshots + 1);
         if (upto <= done)
             continue;
         if (o->synthetic) {
@@ -346,7 +357,8 @@ static void report(const opts *o, hy_model *m, const point *p, int n)
             snprintf(sp, sizeof(sp), "%.0fx", p[i].prefill_ms / p[i].restore_ms);
             snprintf(chk, sizeof(chk), "%s (max |diff| %.3g)", p[i].check ? "identical" : "DIFFERENT", p[i].max_diff);
         }
-        /* The same file with bf16 K/V (the CUDA backend's image), computed from the measured one. */
+        /* The same file with bf16 K/V (the CUDA backend's image), computed from the measured one
+         * (the session's own K/V only: snapshot K/V is not in the parts). */
         double bf16 = p[i].file_bytes - (p[i].kv_glob + p[i].kv_swa) * (1.0 - 2.0 / p[i].kv_bytes);
         printf("%7" PRId64 " %10.2f %10.2f %9.2f %9.2f %9.2f %9.1f %10.1f %10.1f %11.0f %8s  %s\n", p[i].tokens,
                p[i].file_bytes / MB, bf16 / MB, p[i].recur / MB, p[i].kv_glob / MB, p[i].kv_swa / MB, p[i].save_ms,
