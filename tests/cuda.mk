@@ -1,5 +1,11 @@
 # CUDA backend tests: kernels vs host references, the backend vs golden and the CPU backend.
 # Without a GPU (CI) they are still built and linked, and print "SKIP: no CUDA device: <reason>".
+
+# The engine entry points added for the CUDA work (decode + next token, device ceilings), on the CPU backend.
+check_PROGRAMS += tests/test-seq-next
+TESTS += tests/test-seq-next
+tests_test_seq_next_SOURCES = tests/test-seq-next.c tests/randmodel.c tests/randmodel.h
+tests_test_seq_next_LDADD = $(HYMBA_TEST_LIBS)
 if HAVE_CUDA
 check_PROGRAMS += tests/test-cuda-kernels
 TESTS += tests/test-cuda-kernels

@@ -299,6 +299,36 @@ static void golden_case(const char *shared, const char *cs)
     }
     free(dl);
     hy_seq_free(d);
+
+    /* engine entry point over the device sampler: greedy == argmax of the same step's logits;
+     * top_k 1 at any temperature is greedy too; without keep_logits no logits come back */
+    {
+        hy_seq *q = NULL;
+        hy_sampling gp;
+        hy_rng rng;
+        int32_t tok = ids[1], next = -1, next2 = -1;
+        hy_sampling_default(&gp);
+        gp.temperature = 0.0f;
+        gp.repeat_penalty = 1.0f;
+        hy_rng_seed(&rng, 3);
+        CHECK(hy_seq_new(m, &q, &err) == 0 && hy_seq_prefill(m, q, ids, 5, NULL, &err) == 0, "%s: %s", cs, err.msg);
+        CHECK(hy_seq_decode_next(m, &q, &tok, 1, &gp, &rng, true, &next, &err) == 0, "%s: decode_next: %s", cs,
+              err.msg);
+        CHECK(next == argmax(hy_seq_logits(q), V), "%s: decode_next greedy %d, argmax %d", cs, next,
+              argmax(hy_seq_logits(q), V));
+        gp.temperature = 0.7f;
+        gp.top_k = 1;
+        int32_t want = argmax(hy_seq_logits(q), V);
+        hy_seq *q2 = NULL;
+        CHECK(hy_seq_new(m, &q2, &err) == 0 && hy_seq_copy(m, q2, q, &err) == 0, "%s: copy: %s", cs, err.msg);
+        CHECK(hy_seq_decode_next(m, &q, &next, 1, &gp, &rng, false, &next2, &err) == 0, "%s: %s", cs, err.msg);
+        CHECK(hy_seq_logits(q) == NULL, "%s: logits kept without keep_logits", cs);
+        CHECK(hy_seq_decode_batch(m, &q2, &next, 1, &err) == 0, "%s: %s", cs, err.msg);
+        want = argmax(hy_seq_logits(q2), V);
+        CHECK(next2 == want, "%s: top_k 1 sample %d, argmax %d", cs, next2, want);
+        hy_seq_free(q);
+        hy_seq_free(q2);
+    }
     hy_seq_free(s);
     free(lg);
     hy_model_free(m);

@@ -234,8 +234,9 @@ static int bench_prefill(hy_model *m, const int32_t *prompt, int n, double *tok_
     int rc = hy_seq_new(m, &s, err);
     if (rc < 0)
         return rc;
-    /* warm-up on a short prompt: first-use costs (graph capture, cuBLAS heuristics) stay out */
-    if ((rc = hy_seq_prefill(m, s, prompt, n < 64 ? n : 64, NULL, err)) < 0) {
+    /* warm-up with the same prompt: first-use costs (cuBLAS heuristics for these shapes,
+     * kernel attributes) stay out of the measurement */
+    if ((rc = hy_seq_prefill(m, s, prompt, n, NULL, err)) < 0) {
         hy_seq_free(s);
         return rc;
     }

@@ -491,6 +491,7 @@ cudaError_t cu_conv_prefill(const bf16 *u, int ldu, int xs_off, int n, const cu_
 }
 
 #define CONV_SLICE 128
+#define CONV_ROWS 4     /* sequences per block of the decode conv + x_proj kernel */
 
 int cu_conv_xproj_slices(int di) { return (di + CONV_SLICE - 1) / CONV_SLICE; }
 
@@ -507,7 +508,9 @@ __global__ void __launch_bounds__(256) k_conv_xproj(const bf16 *u, int ldu, int 
     int c0 = blockIdx.x * CONV_SLICE;
     int cn = min(CONV_SLICE, di - c0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int b = 0; b < B; b++) {
+    /* blockIdx.y: a group of CONV_ROWS sequences (the slice's weights stay in L1 across them) */
+    int b1 = min(B, (int)(blockIdx.y + 1) * CONV_ROWS);
+    for (int b = blockIdx.y * CONV_ROWS; b < b1; b++) {
         float *st = desc[b].conv + (size_t)layer * dc * di;
         for (int cl = threadIdx.x; cl < CONV_SLICE; cl += blockDim.x) {
             int c = c0 + cl;
@@ -559,7 +562,7 @@ cudaError_t cu_conv_xproj_decode(const bf16 *u, int ldu, int xs_off, int B, cons
 {
     if (dc > CU_MAX_DCONV || nslice != cu_conv_xproj_slices(di))
         return cudaErrorInvalidValue;
-    return cu_launch(k_conv_xproj, dim3(nslice), dim3(256), 0, s, u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj,
+    return cu_launch(k_conv_xproj, dim3(nslice, (B + CONV_ROWS - 1) / CONV_ROWS), dim3(256), 0, s, u, ldu, xs_off, B, desc, layer, w, bias, di, dc, xproj,
                      P, uc, part);
 }
 
@@ -691,32 +694,59 @@ cudaError_t cu_ssm_decode(const cu_ssm_args *a, cudaStream_t s)
 size_t cu_ssm_ws_floats(int n, int di)
 {
     size_t nch = (size_t)(n + CU_SCAN_CHUNK - 1) / CU_SCAN_CHUNK;
-    return 3 * nch * (size_t)di * CU_D_STATE;
+    return 3 * nch * (size_t)di * CU_D_STATE + (size_t)n * di;
 }
+
+/* Delta = softplus(delta + dt_bias) once per (position, channel), fp32. */
+__global__ void k_softplus(const bf16 *__restrict__ delta, const float *__restrict__ bias, float *__restrict__ out,
+                           size_t total, int di)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total)
+        out[i] = softplus_f(b2f(delta[i]) + bias[i % di]);
+}
+
+#define SCAN_STEP 8   /* positions whose inputs are loaded before any is used */
+#define LOG2E 1.4426950408889634f
+
+/* The prefill decay as the reference's scan kernel computes it: exp2(delta*A*log2(e)). */
+__device__ __forceinline__ float scan_decay(float da) { return exp2f(da * LOG2E); }
 
 /* Phase 1 of the chunked scan: each chunk from a zero state; keeps the
  * chunk's end state and its total decay exp(sum delta*A). */
-__global__ void __launch_bounds__(256) k_scan_local(cu_ssm_args a, int nch)
+__global__ void __launch_bounds__(256) k_scan_local(cu_ssm_args a, const float *__restrict__ dl, int nch)
 {
     const int s = threadIdx.x & 15;
     const int c = min(blockIdx.x * 16 + (threadIdx.x >> 4), a.di - 1);
     const int ch = blockIdx.y;
     const int P = a.R + 2 * CU_D_STATE;
     const int t0 = ch * CU_SCAN_CHUNK, t1 = min(a.n, t0 + CU_SCAN_CHUNK);
-    const float A = a.A[c * CU_D_STATE + s], bias = a.dtb[c];
+    const float A = a.A[c * CU_D_STATE + s];
+    const bf16 *__restrict__ uc = a.uc;
+    const float *__restrict__ dbc = a.dbc;
     float h = 0.0f, sum_da = 0.0f;
-#pragma unroll 8
-    for (int t = t0; t < t1; t++) {   /* unrolled: the loads of 8 steps go out together */
-        float delta = softplus_f(b2f(a.delta[(size_t)t * a.di + c]) + bias);
-        float u = b2f(a.uc[(size_t)t * a.di + c]);
-        float da = delta * A;
-        h = expf(da) * h + a.dbc[(size_t)t * P + a.R + s] * (delta * u);
-        sum_da += da;
+    for (int t = t0; t < t1; t += SCAN_STEP) {
+        float dv[SCAN_STEP], uv[SCAN_STEP], bv[SCAN_STEP];
+#pragma unroll
+        for (int q = 0; q < SCAN_STEP; q++) {
+            int tt = min(t + q, t1 - 1);
+            dv[q] = dl[(size_t)tt * a.di + c];
+            uv[q] = b2f(uc[(size_t)tt * a.di + c]);
+            bv[q] = dbc[(size_t)tt * P + a.R + s];
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_STEP; q++) {
+            if (t + q < t1) {
+                float da = dv[q] * A;
+                h = scan_decay(da) * h + bv[q] * (dv[q] * uv[q]);
+                sum_da += da;
+            }
+        }
     }
     size_t nstate = (size_t)a.di * CU_D_STATE;
     size_t i = (size_t)ch * nstate + (size_t)c * CU_D_STATE + s;
     a.ws[i] = h;
-    a.ws[(size_t)nch * nstate + i] = expf(sum_da);
+    a.ws[(size_t)nch * nstate + i] = scan_decay(sum_da);
 }
 
 /* Phase 2: the state entering each chunk, sequentially over chunks. */
@@ -737,7 +767,7 @@ __global__ void k_scan_carry(cu_ssm_args a, int nch)
 
 /* Phase 3: rerun each chunk from its true entering state, emit the gated
  * output; the last chunk stores the final state. */
-__global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, int nch)
+__global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, const float *__restrict__ dl, int nch)
 {
     const int s = threadIdx.x & 15;
     const int c_raw = blockIdx.x * 16 + (threadIdx.x >> 4);
@@ -750,17 +780,30 @@ __global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, int nch)
     size_t si = (size_t)c * CU_D_STATE + s;
     float *state = a.desc->ssm + (size_t)a.layer * nstate;
     float h = nch == 1 ? state[si] : a.ws[2 * nch * nstate + ch * nstate + si];
-    const float A = a.A[si], bias = a.dtb[c], D = a.D[c];
-#pragma unroll 8
-    for (int t = t0; t < t1; t++) {
-        float delta = softplus_f(b2f(a.delta[(size_t)t * a.di + c]) + bias);
-        float u = b2f(a.uc[(size_t)t * a.di + c]);
-        const float *dbc = a.dbc + (size_t)t * P;
-        h = expf(delta * A) * h + dbc[a.R + s] * (delta * u);
-        float y = sum16(dbc[a.R + CU_D_STATE + s] * h) + D * u;
-        if (valid && s == 0) {
-            float z = b2f(a.u[(size_t)t * a.ldu + a.z_off + c]);
-            a.out[(size_t)t * a.di + c] = f2b(y * silu_f(z));
+    const float A = a.A[si], D = a.D[c];
+    const bf16 *__restrict__ uc = a.uc;
+    const bf16 *__restrict__ zin = a.u + a.z_off + c;
+    const float *__restrict__ dbc = a.dbc;
+    bf16 *__restrict__ out = a.out;
+    for (int t = t0; t < t1; t += SCAN_STEP) {
+        float dv[SCAN_STEP], uv[SCAN_STEP], bv[SCAN_STEP], cv[SCAN_STEP], zv[SCAN_STEP];
+#pragma unroll
+        for (int q = 0; q < SCAN_STEP; q++) {
+            int tt = min(t + q, t1 - 1);
+            dv[q] = dl[(size_t)tt * a.di + c];
+            uv[q] = b2f(uc[(size_t)tt * a.di + c]);
+            bv[q] = dbc[(size_t)tt * P + a.R + s];
+            cv[q] = dbc[(size_t)tt * P + a.R + CU_D_STATE + s];
+            zv[q] = s == 0 ? b2f(zin[(size_t)tt * a.ldu]) : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_STEP; q++) {
+            if (t + q < t1) {
+                h = scan_decay(dv[q] * A) * h + bv[q] * (dv[q] * uv[q]);
+                float y = sum16(cv[q] * h) + D * uv[q];
+                if (valid && s == 0)
+                    out[(size_t)(t + q) * a.di + c] = f2b(y * silu_f(zv[q]));
+            }
         }
     }
     if (valid && ch == nch - 1)
@@ -770,13 +813,15 @@ __global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, int nch)
 cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s)
 {
     int nch = (a->n + CU_SCAN_CHUNK - 1) / CU_SCAN_CHUNK;
+    size_t nstate = (size_t)a->di * CU_D_STATE, total = (size_t)a->n * a->di;
+    float *dl = a->ws + 3 * (size_t)nch * nstate;
     dim3 grid((a->di + 15) / 16, nch);
+    k_softplus<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(a->delta, a->dtb, dl, total, a->di);
     if (nch > 1) {
-        k_scan_local<<<grid, 256, 0, s>>>(*a, nch);
-        size_t nstate = (size_t)a->di * CU_D_STATE;
+        k_scan_local<<<grid, 256, 0, s>>>(*a, dl, nch);
         k_scan_carry<<<(unsigned)((nstate + 255) / 256), 256, 0, s>>>(*a, nch);
     }
-    k_scan_out<<<grid, 256, 0, s>>>(*a, nch);
+    k_scan_out<<<grid, 256, 0, s>>>(*a, dl, nch);
     return cudaGetLastError();
 }
 

@@ -13,7 +13,7 @@ typedef __nv_bfloat16 bf16;
 #define CU_MAX_VPL 4          /* v_head_dim / 32 */
 #define CU_MAX_HEAD_DIM 128   /* q/k head size */
 #define CU_D_STATE 16         /* SSM state size per channel */
-#define CU_SCAN_CHUNK 64      /* positions per chunk of the prefill scan */
+#define CU_SCAN_CHUNK 32      /* positions per chunk of the prefill scan */
 
 /*
  * Where the tokens of one launch live.  Decode: token b belongs to sequence
@@ -147,7 +147,7 @@ typedef struct cu_ssm_args {
 } cu_ssm_args;
 cudaError_t cu_ssm_decode(const cu_ssm_args *a, cudaStream_t s);
 /* Prefill: chunked scan over the n positions of desc[0]; ws holds
- * 3 * ceil(n / CU_SCAN_CHUNK) * di * 16 floats. */
+ * cu_ssm_ws_floats(n, di) floats (chunk states and decays, fp32 Delta). */
 cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s);
 size_t cu_ssm_ws_floats(int n, int di);
 
