@@ -70,7 +70,6 @@ sed "s|^ExecStart=$HYMBA_SBINDIR/hymbad|ExecStart=$daemon|" "$unit" >"$sysint_tm
 sed "s|^ExecStart=$HYMBA_SBINDIR/hymbad|ExecStart=$daemon|" "$uunit" >"$sysint_tmp/user/hymbad.service"
 printf '[Service]\nExecStart=/bin/true\n' >"$sysint_tmp/probe.service"
 # Documentation= names man pages: verify looks them up with man(1), here in a tree of our own pages.
-mandirs=""
 for page in "$top_srcdir"/man/*.[1-8]; do
     [ -f "$page" ] || continue
     sec=${page##*.}
