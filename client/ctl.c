@@ -1,5 +1,6 @@
 /* ctl.c: hymbactl's bus plumbing: connect, call with protobuf payloads, wait for streamed signals. */
 #include "client/ctl.h"
+#include "client/term.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -194,7 +195,8 @@ static int on_session_signal(sd_bus_message *m, void *userdata, sd_bus_error *er
                 st->ans->len += n;
             }
             if (!st->quiet) {
-                fwrite(ch->text, 1, n, stdout);
+                term_progress_clear();
+                term_write_text(ch->text, n);
                 fflush(stdout);
             }
         }
@@ -283,6 +285,13 @@ int ctl_stream(ctl *c, const char *method, const ProtobufCMessage *req, bool qui
     }
     ans->request_id = ((Hymba__V1__SendReply *)reply)->request_id;
     st.daemon = sd_bus_message_get_sender(rep);
+    if (!quiet) {
+        uint32_t ahead = ((Hymba__V1__SendReply *)reply)->queue_position;
+        if (ahead)
+            term_progress("queued: %u request%s ahead...", ahead, ahead == 1 ? "" : "s");
+        else
+            term_progress("reading the conversation...");
+    }
 
     while (!st.done) {
         struct pollfd p[2];
@@ -317,6 +326,8 @@ int ctl_stream(ctl *c, const char *method, const ProtobufCMessage *req, bool qui
             send_cancel(c, ans->request_id);
         }
     }
+    if (!quiet)
+        term_progress_clear();     /* no chunk came: the status line must not stay */
     if (ans->daemon_gone) {
         fprintf(stderr, "\nhymbactl: hymbad left the bus before the answer was finished\n");
         ret = CTL_EXIT_UNREACHABLE;

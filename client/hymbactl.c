@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <json-c/json.h>
 #include "client/ctl.h"
+#include "client/term.h"
 #include "config.h"
 
 #define PROTOCOL_VERSION 1
@@ -160,6 +161,14 @@ static void answer_report(const ctl_answer *a)
     else if (f->result_case == HYMBA__V1__FINISHED__RESULT_ERROR)
         fprintf(stderr, "hymbactl: %s (%s)\n", f->error->message,
                 enum_name(&hymba__v1__error_code__descriptor, f->error->code));
+    else if (f->result_case == HYMBA__V1__FINISHED__RESULT_DONE && term_active()) {
+        /* At a terminal only: what the turn cost (a pipe gets the answer alone). */
+        const Hymba__V1__Done *d = f->done;
+        double decode_s = (double)d->decode_usec / 1e6;
+        printf("%s[%u prompt + %u new tokens, %.1f tokens/s, %lld in context]%s\n", term_on(TERM_DIM),
+               d->prompt_tokens, d->completion_tokens, decode_s > 0 ? d->completion_tokens / decode_s : 0.0,
+               (long long)d->context_tokens, term_off());
+    }
 }
 
 /* ---- commands ---------------------------------------------------------------- */
@@ -414,7 +423,7 @@ static int cmd_chat(ctl *c, int argc, char **argv)
     for (;;) {
         ctl_answer ans;
         if (tty) {
-            fputs("> ", stdout);
+            printf("%s>%s ", term_on(TERM_BOLD), term_off());
             fflush(stdout);
         }
         int got = read_line(c, &line, &cap);
@@ -536,8 +545,14 @@ static int cmd_show(ctl *c, int argc, char **argv)
             printf("Sampling: temperature %g, top_k %d, top_p %g, min_p %g, repeat_penalty %g, seed %" PRIu64 "\n",
                    s->sampling->temperature, s->sampling->top_k, s->sampling->top_p, s->sampling->min_p,
                    s->sampling->repeat_penalty, s->sampling->seed);
-        for (size_t i = 0; i < rep->n_messages; i++)
-            printf("\n[%s]\n%s\n", role_name(rep->messages[i]->role), rep->messages[i]->text);
+        for (size_t i = 0; i < rep->n_messages; i++) {
+            Hymba__V1__Role role = rep->messages[i]->role;
+            term_style style = role == HYMBA__V1__ROLE__ROLE_USER ? TERM_USER :
+                               role == HYMBA__V1__ROLE__ROLE_ASSISTANT ? TERM_ASSISTANT : TERM_BOLD;
+            printf("\n%s[%s]%s\n", term_on(style), role_name(role), term_off());
+            term_write_text(rep->messages[i]->text, strlen(rep->messages[i]->text));
+            putchar('\n');
+        }
     }
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     return CTL_EXIT_OK;
@@ -845,6 +860,7 @@ int main(int argc, char **argv)
             return CTL_EXIT_USAGE;
         }
     }
+    term_init(c.json);
     if (optind >= argc)
         return usage_error("%s", "no command given");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -207,6 +207,12 @@ static int run(hyd_ctx *c)
     sigset_t mask;
     int r;
 
+    /* Blocked before the model loads: the backend's worker threads start there and inherit the
+     * mask, so SIGTERM reaches the event loop instead of killing the process in a worker. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
     r = hyd_persist_config(&c->cfg);
     if (r < 0)
         return r;
@@ -224,10 +230,6 @@ static int run(hyd_ctx *c)
     r = sd_event_default(&c->event);
     if (r < 0)
         return log_error_errno(r, "Failed to create the event loop");
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);     /* before the scheduler thread inherits the mask */
     signal(SIGPIPE, SIG_IGN);
     r = sd_event_add_signal(c->event, NULL, SIGTERM, on_signal, c);
     if (r >= 0)
