@@ -2,6 +2,7 @@
  * without -DHY_LIBFUZZER it is a regression test over tests/fuzz-tok-seeds plus deterministic mutations. */
 #include "engine/chat.h"
 #include "engine/tok.h"
+#include "tests/testutil.h"
 #include <dirent.h>
 #include <json-c/json.h>
 #include <stdint.h>
@@ -20,26 +21,6 @@ static hy_tok *fuzz_plain;      /* the same tokenizer without the chunk memo of 
             abort(); \
         } \
     } while (0)
-
-static bool utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-
-    for (size_t i = 0; i < n;) {
-        unsigned c = p[i];
-        size_t len = c < 0x80 ? 1 : c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
-        if (!len || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-        if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] > 0x9F) ||
-            (c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] > 0x8F))
-            return false;
-        i += len;
-    }
-    return true;
-}
 
 /* Writes a small Llama-shaped tokenizer.json (all 256 byte pieces, a few merges) into dir. */
 static int write_synthetic(const char *dir)
@@ -131,7 +112,7 @@ static bool round_trips(const char *s, size_t n)
 {
     static const char *const avoid[] = { "\xE2\x96\x81", "<unk>", "<s>", "</s>", "[PAD]" };
 
-    if (!utf8_valid(s, n))
+    if (!hy_test_utf8_valid(s, n))
         return false;
     for (size_t i = 0; i < sizeof(avoid) / sizeof(avoid[0]); i++)
         if (memmem(s, n, avoid[i], strlen(avoid[i])))
@@ -149,7 +130,7 @@ static char *stream(const int32_t *ids, size_t n, bool skip, size_t *len)
     for (size_t i = 0; i < n; i++) {
         size_t before = *len;
         FUZZ_ASSERT(hy_detok_push(d, ids[i], &out, len) == 0, "push");
-        FUZZ_ASSERT(utf8_valid(out + before, *len - before), "streamed chunk is valid UTF-8");
+        FUZZ_ASSERT(hy_test_utf8_valid(out + before, *len - before), "streamed chunk is valid UTF-8");
     }
     FUZZ_ASSERT(hy_detok_flush(d, &out, len) == 0, "flush");
     hy_detok_free(d);
@@ -193,7 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(pl);
     }
     FUZZ_ASSERT(hy_tok_decode(fuzz_tok, ids, n, false, &dec, &dl, &err) == 0, "decode");
-    FUZZ_ASSERT(utf8_valid(dec, dl), "decode output is valid UTF-8");
+    FUZZ_ASSERT(hy_test_utf8_valid(dec, dl), "decode output is valid UTF-8");
     if (round_trips(s, size)) {
         /* skip the BOS: decode(encode(s)) == s */
         char *rt = NULL;
@@ -215,7 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(raw, data, n_raw * sizeof(*raw));
     for (int skip = 0; skip < 2; skip++) {
         FUZZ_ASSERT(hy_tok_decode(fuzz_tok, raw, n_raw, skip, &dec, &dl, &err) == 0, "decode garbage");
-        FUZZ_ASSERT(utf8_valid(dec, dl), "garbage decode is valid UTF-8");
+        FUZZ_ASSERT(hy_test_utf8_valid(dec, dl), "garbage decode is valid UTF-8");
         free(dec);
         free(stream(raw, n_raw, skip, &sl));
     }

@@ -52,22 +52,6 @@ static void check_real_tokenizer(const char *shared)
     hy_tok_free(t);
 }
 
-static bool utf8_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-
-    while (*p) {
-        int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
-        if (!n)
-            return false;
-        for (int k = 1; k < n; k++)
-            if ((p[k] & 0xC0) != 0x80)
-                return false;
-        p += n;
-    }
-    return true;
-}
-
 static void check_generation(void)
 {
     const char *top = getenv("top_builddir");
@@ -101,7 +85,7 @@ static void check_generation(void)
         CHECK(hy_textio_complete(m, t, "hello there", &o, f, &err) == 0, "complete: %s", err.msg);
         fclose(f);
         CHECK(a && b && strcmp(a, b) == 0 && al > 0 && a[al - 1] == '\n', "greedy completion repeats");
-        CHECK(a && utf8_ok(a), "completion is valid UTF-8");
+        CHECK(a && hy_test_utf8_valid(a, strlen(a)), "completion is valid UTF-8");
         free(a);
         free(b);
 
@@ -115,7 +99,7 @@ static void check_generation(void)
         CHECK(hy_textio_chat(m, t, NULL, &o, in, f, &err) == 0, "chat: %s", err.msg);
         fclose(f);
         fclose(in);
-        CHECK(a && !strstr(a, HY_CHAT_TURN_MARKER) && utf8_ok(a), "chat output [%s]", a);
+        CHECK(a && !strstr(a, HY_CHAT_TURN_MARKER) && hy_test_utf8_valid(a, strlen(a)), "chat output [%s]", a);
         CHECK(a && strncmp(a, "> ", 2) == 0, "prompt shown");
         if (getenv("TEXTIO_SHOW")) printf("chat transcript:\n%s", a);
         free(a);
@@ -195,7 +179,7 @@ static void check_cli_real_model(const char *shared)
         size_t n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
         out[n] = '\0';
         CHECK(p && pclose(p) == 0, "%s failed", cmd);
-        CHECK(n > 1 && out[n - 1] == '\n' && utf8_ok(out) && !strstr(out, HY_CHAT_TURN_MARKER),
+        CHECK(n > 1 && out[n - 1] == '\n' && hy_test_utf8_valid(out, strlen(out)) && !strstr(out, HY_CHAT_TURN_MARKER),
               "%s printed [%s]", args[i], out);
     }
 done:

@@ -5,28 +5,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* True if s[0..n) is valid UTF-8 (no surrogates, overlongs or values above U+10FFFF). */
-static bool utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned c = p[i];
-        size_t len = c < 0x80 ? 1 : c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
-        if (!len || i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++)
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-        if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] > 0x9F) ||
-            (c == 0xF0 && p[i + 1] < 0x90) || (c == 0xF4 && p[i + 1] > 0x8F))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 static bool ids_equal(const int32_t *a, size_t na, json_object *want)
 {
     if (na != json_object_array_length(want))
@@ -55,7 +33,7 @@ static char *stream_decode(const hy_tok *t, const int32_t *ids, size_t n, bool s
     for (size_t i = 0; i < n; i++) {
         size_t before = all_len;
         CHECK(hy_detok_push(d, ids[i], &all, &all_len) == 0, "push %d", ids[i]);
-        CHECK(utf8_valid(all + before, all_len - before), "chunk after id %d is not valid UTF-8", ids[i]);
+        CHECK(hy_test_utf8_valid(all + before, all_len - before), "chunk after id %d is not valid UTF-8", ids[i]);
     }
     CHECK(hy_detok_flush(d, &all, &all_len) == 0, "flush");
     CHECK(all != NULL, "streamed text is missing");
@@ -172,7 +150,7 @@ static void check_garbage(const hy_tok *t)
             char *s = NULL;
             size_t n = 0;
             hy_err err = {0};
-            CHECK(hy_tok_decode(t, ids, 64, skip, &s, &n, &err) == 0 && utf8_valid(s, n), "garbage decode");
+            CHECK(hy_tok_decode(t, ids, 64, skip, &s, &n, &err) == 0 && hy_test_utf8_valid(s, n), "garbage decode");
             free(s);
             char *st = stream_decode(t, ids, 64, skip);
             CHECK(st != NULL, "garbage stream");

@@ -2,6 +2,8 @@
 #ifndef HYMBA_TESTS_TESTUTIL_H
 #define HYMBA_TESTS_TESTUTIL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,6 +26,9 @@ const char *hy_test_shared_dir(void);
 /* A fresh temporary directory (removed by hy_test_rmtree). */
 char *hy_test_tmpdir(void);
 void hy_test_rmtree(const char *path);
+/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF): the
+ * tests' own oracle, independent of the tokenizer's and the daemon's checks. */
+bool hy_test_utf8_valid(const char *s, size_t n);
 /* Exit status for main(): 0 if no CHECK failed, else 1. */
 int hy_test_done(const char *name);
 

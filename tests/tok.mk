@@ -35,7 +35,7 @@ EXTRA_DIST += tests/fuzz-tok-seeds
 #   make fuzz-tok && ./tests/fuzz-tok-libfuzzer -max_total_time=60 CORPUS_DIR $(top_srcdir)/tests/fuzz-tok-seeds
 FUZZ_CC = clang
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_TOK_SRCS = $(top_srcdir)/tests/fuzz-tok.c $(top_srcdir)/engine/tok.c $(top_srcdir)/engine/tok_util.c \
+FUZZ_TOK_SRCS = $(top_srcdir)/tests/fuzz-tok.c $(top_srcdir)/tests/testutil.c $(top_srcdir)/engine/tok.c $(top_srcdir)/engine/tok_util.c \
 	$(top_srcdir)/engine/tok_encode.c $(top_srcdir)/engine/tok_decode.c $(top_srcdir)/engine/chat.c \
 	$(top_srcdir)/kernels/err.c
 fuzz-tok: $(FUZZ_TOK_SRCS)
