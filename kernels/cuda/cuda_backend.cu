@@ -131,6 +131,9 @@ static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
     /* HYMBA_CUDA_PDL=0 turns programmatic dependent launch off (for measurements) */
     ctx->pdl = !(getenv("HYMBA_CUDA_PDL") && strcmp(getenv("HYMBA_CUDA_PDL"), "0") == 0);
     cu_pdl = ctx->pdl;
+    /* HYMBA_CUDA_MEGA=0: the batch-1 decode step as separate kernels, not one persistent kernel */
+    if (getenv("HYMBA_CUDA_MEGA") && strcmp(getenv("HYMBA_CUDA_MEGA"), "0") == 0)
+        cu_mega_wanted = 0;
     /* HYMBA_CUDA_GEMV_VECS: least 16-byte vectors per lane in a split-K slice (tuning knob) */
     if (getenv("HYMBA_CUDA_GEMV_VECS") && atoi(getenv("HYMBA_CUDA_GEMV_VECS")) > 0)
         cu_gemv_lane_vecs = atoi(getenv("HYMBA_CUDA_GEMV_VECS"));
@@ -595,6 +598,7 @@ static void cuda_model_free(void *vctx, void *vbm)
     free(m->graphs);
     cu_scratch_free(ctx, m, &m->pf);
     cu_scratch_free(ctx, m, &m->dc);
+    cu_mega_free(ctx, m);
     state_free_mem(ctx, m->snap);
     if (m->L)
         for (int L = 0; L < a->n_layers; L++)

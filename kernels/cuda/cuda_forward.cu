@@ -326,8 +326,11 @@ static int decode_body(cu_ctx *ctx, cu_model *m, int B, hy_err *err)
 static int decode_capture(cu_ctx *ctx, cu_model *m, int B, hy_err *err)
 {
     cudaGraph_t g;
+    int mega = B == 1 ? cu_mega_usable(ctx, m, err) : 0;
+    if (mega < 0)
+        return mega;
     CK(cudaStreamBeginCapture(ctx->s0, cudaStreamCaptureModeThreadLocal));
-    int r = decode_body(ctx, m, B, err);
+    int r = mega ? cu_mega_launch(ctx, m, m->dc.desc, m->dc.logits, err) : decode_body(ctx, m, B, err);
     cudaError_t e = cudaStreamEndCapture(ctx->s0, &g);
     if (r < 0) {
         if (e == cudaSuccess)
@@ -404,6 +407,8 @@ int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *t
     if (logits)
         CK(cudaMemcpyAsync(logits, sc->logits, (size_t)B * m->a.vocab * 4, cudaMemcpyDeviceToHost, s));
     CK(cudaStreamSynchronize(s));
+    if (B == 1)
+        cu_mega_trace_report(ctx, m);
     if (sp)
         memcpy(ids, sc->hids, (size_t)B * 4);
     return 0;

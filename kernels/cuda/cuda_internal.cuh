@@ -54,6 +54,7 @@ typedef struct cu_layer {
 } cu_layer;
 
 typedef struct cu_state cu_state;
+typedef struct cu_mega cu_mega;
 
 /* Buffers of one kind of pass (prefill: rows = CU_PCHUNK; decode: rows = batch capacity). */
 typedef struct cu_scratch {
@@ -85,6 +86,8 @@ typedef struct cu_model {
     cudaGraphExec_t *graphs;   /* [dc.rows + 1] decode step per batch size */
     int n_graphs;
     cu_state *snap;     /* the state after the meta tokens */
+    cu_mega *mk;        /* batch-1 decode as one persistent kernel (NULL: off or unsupported) */
+    int mk_tried;
 } cu_model;
 
 struct cu_state {
@@ -121,6 +124,14 @@ int cu_forward_prefill(cu_ctx *ctx, cu_model *m, cu_state *st, const int32_t *id
 int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *tokens, int B,
                       const hy_sample_params *sp, const float *u, int32_t *ids, float *logits,
                       hy_err *err);
+/* The persistent batch-1 decode kernel (cuda_decode.cu).  usable: 1 when it
+ * runs this model (set up on first use, outside any stream capture), 0 when
+ * not, < 0 on error; launch: one step into ctx->s0 (capturable). */
+extern int cu_mega_wanted;
+int cu_mega_usable(cu_ctx *ctx, cu_model *m, hy_err *err);
+int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits, hy_err *err);
+void cu_mega_free(cu_ctx *ctx, cu_model *m);
+void cu_mega_trace_report(cu_ctx *ctx, cu_model *m);
 int cu_measure_ceilings(cu_ctx *ctx, double *copy_gbps, double *mm_tflops, hy_err *err);
 
 #endif

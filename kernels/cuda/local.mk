@@ -7,9 +7,9 @@ HY_NVCCFLAGS = -std=c++17 -O3 $(CUDA_GENCODE) -Werror all-warnings -Xcompiler -W
 if HAVE_CUDA
 noinst_LIBRARIES += kernels/cuda/libhykcuda.a
 kernels_cuda_libhykcuda_a_SOURCES = \
-	kernels/cuda/cuda_kernels.cuh kernels/cuda/cuda_internal.cuh \
+	kernels/cuda/cuda_kernels.cuh kernels/cuda/cuda_internal.cuh kernels/cuda/cuda_device.cuh \
 	kernels/cuda/cuda_kernels.cu kernels/cuda/cuda_attn.cu \
-	kernels/cuda/cuda_backend.cu kernels/cuda/cuda_forward.cu
+	kernels/cuda/cuda_backend.cu kernels/cuda/cuda_forward.cu kernels/cuda/cuda_decode.cu
 HYMBA_BACKEND_LIBS += kernels/cuda/libhykcuda.a $(CUDA_LIBS)
 endif
 

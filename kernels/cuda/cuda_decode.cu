@@ -1,0 +1,1007 @@
+/* cuda_decode.cu: the batch-1 decode step as one persistent cooperative kernel: every phase of every layer, separated by grid barriers instead of kernel boundaries. */
+#include "kernels/cuda/cuda_internal.cuh"
+#include "kernels/cuda/cuda_device.cuh"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+using namespace cudev;
+
+/*
+ * Why one kernel: a decode step of the 1.5B model is ~300 dependent steps
+ * (32 layers x ~9), most of them a few microseconds of work.  As separate
+ * kernels each pays a launch and a drain/fill of the whole chip; here each
+ * pays one grid barrier (1-3 us with the imbalance of its phase).
+ *
+ * Phases of layer L ("|" is a grid barrier):
+ *   A  hn = RMSNorm(x (+ y); in_norm) in every block; u = in_proj . hn    |
+ *   B  conv + SiLU and x_proj partials per 128-channel slice; K/V store   |
+ *   C  attention of one (KV head, key split) unit per block on half the
+ *      blocks: partials (m, l, o); meanwhile on the others dt/B/C and the
+ *      SSM update of their channels                                      |
+ *   D  merge of the key splits -> att                                     |
+ *   E  m = pre-average norms of att and the SSM output (every block);
+ *      y = out_proj . m                                                    |
+ *   F  x += y; hn = RMSNorm(x; mlp_norm); act = silu(gate) * up            |
+ *   G  y = down . act                                                      |
+ * then the final norm and the lm_head into fp32 logits.
+ *
+ * Code size matters as much as arithmetic: each phase's code runs once per
+ * layer per SM, so the phases are small, non-unrolled functions (a first
+ * version with fully unrolled attention variants had 1 MB of code and ran
+ * its small phases 3-4x slower).
+ */
+
+#define MK_THREADS 512
+#define MK_WARPS (MK_THREADS / 32)
+#define MK_SLICE 128         /* channels per conv + x_proj unit */
+#define MK_XROWS 12          /* x_proj rows a warp has in flight at once */
+#define MK_SPLITS_MAX 16     /* key splits per KV head */
+
+struct mk_layer {
+    const bf16 *in_norm;      /* [H] */
+    const bf16 *in_proj;      /* [rows][H] */
+    const bf16 *conv_w;       /* [Di][dc] */
+    const float *conv_b;      /* [Di] or NULL */
+    const bf16 *x_proj;       /* [P][Di] */
+    const bf16 *dt_norm, *B_norm, *C_norm;   /* [R], [N], [N] or NULL */
+    const bf16 *dt_w;         /* [Di][R] */
+    const float *dt_b;        /* [Di] */
+    const float *A;           /* [Di][N] = -exp(A_log) */
+    const float *D;           /* [Di] */
+    const bf16 *avg1, *avg2;  /* [Di] */
+    const bf16 *out_proj;     /* [H][Di] */
+    const bf16 *mlp_norm;     /* [H] */
+    const bf16 *gu;           /* [2I][H], gate row i at 2i, up row i at 2i+1 */
+    const bf16 *down;         /* [H][I] */
+    int rows, owner, kv_src, k_off, v_off, xs_off, z_off;
+    cu_kvgeom gd;
+};
+
+struct mk_args {
+    const mk_layer *L;
+    int n_layers;
+    const bf16 *embed;        /* [V][H] */
+    const bf16 *lm_head;      /* [V][H] */
+    const bf16 *final_norm;   /* [H] */
+    const float *inv_freq;    /* [dq/2] */
+    int H, Di, I, R, P, V, dc, nh, nkv, dq, dv, rope, norms, nsa;
+    float eps, scale;
+    const cu_desc *desc;      /* [1]: position, token, state pointers */
+    /* scratch, all written and read inside one launch (loaded with ld.cg:
+     * another block wrote them behind a barrier) */
+    bf16 *x[2];               /* [H] residual stream, ping-pong */
+    bf16 *u;                  /* [rows] in_proj output */
+    bf16 *y;                  /* [H] out_proj / down output */
+    bf16 *act;                /* [I] gated MLP activation */
+    float *uc;                /* [Di] conv output (bf16 values) */
+    float *xpart;             /* [nslice][P] x_proj partials */
+    float *sout;              /* [Di] gated SSM output (bf16 values) */
+    float *att;               /* [Di] merged attention (bf16 values) */
+    float *ml;                /* [nh][nsa][2] split (max, sum) */
+    float *o;                 /* [nh][nsa][dv] split outputs */
+    float *logits;            /* [V] */
+    unsigned *bar;            /* grid barrier counter, zero at launch */
+    long long *trace;         /* NULL, or [n_layers][MK_TRACE] clock64 of block 0 at phase edges, then 2 globaltimer reads */
+};
+
+#define MK_TRACE 20
+#define MK_MARK(k) do { if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) \
+        a.trace[layer * MK_TRACE + (k)] = clock64(); } while (0)
+
+/* Shared memory of one block (dynamic), in floats. */
+struct mk_smem {
+    int xs, fs, dbc, ucs, att, total;
+};
+
+#define MK_AK 256            /* keys of one attention chunk */
+
+__host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, int P, int nh, int nkv, int dq, int dv)
+{
+    mk_smem s;
+    int kmax = H > Di ? H : Di;
+    kmax = kmax > I ? kmax : I;
+    int G = nh / nkv, nkg = MK_THREADS / dv;
+    int fsn = 4 * (H > Di ? H : Di);
+    s.xs = 0;                                   /* bf16 [kmax]: the GEMV input */
+    s.fs = s.xs + (kmax + 7) / 8 * 4;           /* float [fsn] */
+    s.dbc = s.fs + fsn;                         /* float [P] */
+    s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
+    s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, slots */
+    s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA + MK_AK;
+    return s;
+}
+
+__device__ __forceinline__ float ldf(const float *p) { return __ldcg(p); }
+__device__ __forceinline__ float ldb(const bf16 *p)
+{
+    return __bfloat162float(__ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short *>(p))));
+}
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
+{
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+/* Grid barrier: every block arrives once per call; the counter only grows
+ * within a launch, so the target of the k-th barrier is k * gridDim.x. */
+__device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target)
+{
+    target += gridDim.x;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
+        while (ld_acquire(bar) < target)
+            ;
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ unsigned long long globaltimer()
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
+
+__device__ __forceinline__ int mk_gwarp() { return blockIdx.x * MK_WARPS + (threadIdx.x >> 5); }
+__device__ __forceinline__ int mk_nwarps() { return gridDim.x * MK_WARPS; }
+
+enum { MK_OUT_BF16 = 0, MK_OUT_F32 = 1, MK_OUT_GATED = 2 };
+
+/*
+ * out = W x for every row, each row (GATED: each gate/up pair) owned by one
+ * warp, round robin over all warps of the grid; x (bf16 [K], K % 8 == 0) in
+ * shared memory.  U 16-byte weight loads per lane and row are in flight
+ * before the first is used.
+ */
+template <int R, int U>
+__device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const bf16 *xs, int mode, bf16 *out, float *outf)
+{
+    const int lane = threadIdx.x & 31;
+    const int kv = K >> 3;
+    const uint4 *xv = reinterpret_cast<const uint4 *>(xs);
+    for (int n0 = mk_gwarp() * R; n0 < N; n0 += mk_nwarps() * R) {
+        float acc[R];
+        const uint4 *wr[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            acc[r] = 0.0f;
+            wr[r] = reinterpret_cast<const uint4 *>(W + (size_t)min(n0 + r, N - 1) * K);
+        }
+        for (int v = lane; v < kv; v += 32 * U) {
+            uint4 w[R][U];
+#pragma unroll
+            for (int q = 0; q < U; q++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (v + 32 * q < kv)
+                        w[r][q] = ldg_stream(wr[r] + v + 32 * q);
+#pragma unroll
+            for (int q = 0; q < U; q++) {
+                if (v + 32 * q < kv) {
+                    float xf[8];
+                    unpack8(xv[v + 32 * q], xf);
+#pragma unroll
+                    for (int r = 0; r < R; r++)
+                        acc[r] += dot8(w[r][q], xf);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            acc[r] = warp_sum(acc[r]);
+        if (lane != 0)
+            continue;
+        if (mode == MK_OUT_GATED) {
+            float g = bfr(silu_f(bfr(acc[0])));
+            out[n0 / 2] = f2b(g * bfr(acc[R - 1]));
+            continue;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            if (n0 + r >= N)
+                break;
+            if (mode == MK_OUT_BF16)
+                out[n0 + r] = f2b(acc[r]);
+            else
+                outf[n0 + r] = bfr(acc[r]);
+        }
+    }
+}
+
+/*
+ * xs = RMSNorm(x; w) as bf16, x = xin (+ y rounded to bf16) — every block
+ * computes it for itself; block 0 stores the new residual to xout.  fs: 2H
+ * floats of shared memory.  Four elements per thread (and their weights)
+ * in flight at once.
+ */
+__device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, const bf16 *w, bf16 *xs,
+                           float *fs, float *red)
+{
+    float ss = 0.0f;
+    for (int i0 = threadIdx.x; i0 < a.H; i0 += 4 * MK_THREADS) {
+        float v[4], yv[4], wv[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int i = i0 + q * MK_THREADS;
+            v[q] = i < a.H ? ldb(xin + i) : 0.0f;
+            yv[q] = add && i < a.H ? ldb(a.y + i) : 0.0f;
+            wv[q] = i < a.H ? b2f(w[i]) : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int i = i0 + q * MK_THREADS;
+            if (i >= a.H)
+                break;
+            float x = add ? bfr(v[q] + yv[q]) : v[q];
+            if (add && blockIdx.x == 0)
+                xout[i] = f2b(x);
+            fs[i] = x;
+            fs[a.H + i] = wv[q];
+            ss += x * x;
+        }
+    }
+    ss = block_sum(ss, red);
+    float r = rsqrtf(ss / (float)a.H + a.eps);
+    for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
+        xs[i] = f2b(fs[a.H + i] * bfr(fs[i] * r));
+    __syncthreads();
+}
+
+/* Rotate-half RoPE of element pair (j, j + half) of one head. */
+__device__ __forceinline__ void mk_rope_pair(float x0, float x1, float c, float sn, float *y0, float *y1)
+{
+    *y0 = bfr(bfr(x0 * c) - bfr(x1 * sn));
+    *y1 = bfr(bfr(x1 * c) + bfr(x0 * sn));
+}
+
+/* One angle per frequency: a single fp32 product, cos/sin rounded to bf16 (spec §5.3). */
+__device__ __forceinline__ void mk_rope_cs(const mk_args &a, int j, int pos, float *c, float *sn)
+{
+    float ang = a.inv_freq[j] * (float)pos;
+    *c = bfr(cosf(ang));
+    *sn = bfr(sinf(ang));
+}
+
+/* Phase B: conv step + SiLU of one 128-channel slice, then the slice's x_proj partials. */
+__device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
+                                           float *ucs)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, dc = a.dc, Di = a.Di, P = a.P;
+    float *st = d.conv + (size_t)layer * dc * Di;   /* [dc][Di], oldest first */
+    const bf16 *xsrc = a.u + l.xs_off;
+    const bf16 *cw = l.conv_w, *xp = l.x_proj;
+    const float *cb = l.conv_b;
+    for (int sl = blockIdx.x; sl < nslice; sl += gridDim.x) {
+        const int c0 = sl * MK_SLICE, cn = min(MK_SLICE, Di - c0);
+        if (threadIdx.x < MK_SLICE) {
+            const int cl = threadIdx.x, c = c0 + cl;
+            float v = 0.0f;
+            if (cl < cn) {
+                float win[8], w[8];
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    win[k] = k + 1 < dc ? st[(size_t)(k + 1) * Di + c] : 0.0f;
+                    w[k] = k < dc ? b2f(cw[c * dc + k]) : 0.0f;
+                }
+                float xn = ldb(xsrc + c), acc = cb ? cb[c] : 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    if (k == dc - 1)
+                        win[k] = xn;
+                    if (k < dc) {
+                        acc += w[k] * win[k];
+                        st[(size_t)k * Di + c] = win[k];
+                    }
+                }
+                v = bfr(silu_f(acc));
+                a.uc[c] = v;
+            }
+            ucs[cl] = v;
+        }
+        /* the x_proj weights do not depend on the conv: load them meanwhile */
+        for (int r0 = warp; r0 < P; r0 += MK_WARPS * MK_XROWS) {
+            float wv[MK_XROWS][MK_SLICE / 32];
+#pragma unroll
+            for (int j = 0; j < MK_XROWS; j++) {
+                int r = r0 + j * MK_WARPS;
+                const bf16 *wr = xp + (size_t)min(r, P - 1) * Di + c0;
+#pragma unroll
+                for (int q = 0; q < MK_SLICE / 32; q++) {
+                    int cl = lane + 32 * q;
+                    wv[j][q] = cl < cn ? b2f(wr[cl]) : 0.0f;
+                }
+            }
+            __syncthreads();   /* ucs ready (first pass; a no-op wait afterwards) */
+#pragma unroll
+            for (int j = 0; j < MK_XROWS; j++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int q = 0; q < MK_SLICE / 32; q++)
+                    s += wv[j][q] * ucs[lane + 32 * q];
+                s = warp_sum(s);
+                int r = r0 + j * MK_WARPS;
+                if (lane == 0 && r < P)
+                    a.xpart[(size_t)sl * P + r] = s;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+/* Phase B, owner layers: rotate k and store k, v into the cache slot of this position. */
+__device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer)
+{
+    const int pos = d.pos, half = a.dq / 2;
+    const int slot = kv_slot(l.gd, pos);
+    bf16 *K = d.kv[2 * layer] + (size_t)slot * a.nkv * a.dq;
+    bf16 *V = d.kv[2 * layer + 1] + (size_t)slot * a.nkv * a.dv;
+    for (int i = threadIdx.x; i < a.nkv * half; i += MK_THREADS) {
+        int h = i / half, j = i % half;
+        float x0 = ldb(a.u + l.k_off + h * a.dq + j), x1 = ldb(a.u + l.k_off + h * a.dq + j + half);
+        if (a.rope) {
+            float c, sn;
+            mk_rope_cs(a, j, pos, &c, &sn);
+            mk_rope_pair(x0, x1, c, sn, &x0, &x1);
+        }
+        K[h * a.dq + j] = f2b(x0);
+        K[h * a.dq + j + half] = f2b(x1);
+    }
+    for (int i = threadIdx.x; i < a.nkv * a.dv; i += MK_THREADS)
+        V[i] = f2b(ldb(a.u + l.v_off + i));
+}
+
+/* Phase C: dt, B, C of this position (x_proj partials summed, then their
+ * RMSNorms) into dbc; sub: MK_THREADS floats of shared memory. */
+__device__ __noinline__ void mk_dbc(const mk_args &a, const mk_layer &l, float *dbc, float *sub)
+{
+    const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, P = a.P;
+    int nq = MK_THREADS / P;
+    nq = nq < 1 ? 1 : nq;
+    /* nq threads per value, each over every nq-th slice, 8 loads in flight */
+    for (int i = threadIdx.x; i < P * nq; i += MK_THREADS) {
+        const int val = i % P, q = i / P;
+        float s = 0.0f;
+        for (int k0 = q; k0 < nslice; k0 += 8 * nq) {
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                int k = k0 + j * nq;
+                v[j] = k < nslice ? ldf(a.xpart + (size_t)k * P + val) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                s += v[j];
+        }
+        sub[q * P + val] = s;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < P; i += MK_THREADS) {
+        float s = 0.0f;
+        for (int q = 0; q < nq; q++)
+            s += sub[q * P + i];
+        dbc[i] = bfr(s);
+    }
+    __syncthreads();
+    if (a.norms) {
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        float *v = warp == 0 ? dbc : warp == 1 ? dbc + a.R : dbc + a.R + CU_D_STATE;
+        const bf16 *w = warp == 0 ? l.dt_norm : warp == 1 ? l.B_norm : l.C_norm;
+        int len = warp == 0 ? a.R : CU_D_STATE;
+        if (warp < 3) {
+            float ss = 0.0f;
+            for (int i = lane; i < len; i += 32)
+                ss += v[i] * v[i];
+            ss = warp_sum(ss);
+            float r = rsqrtf(ss / (float)len + a.eps);
+            for (int i = lane; i < len; i += 32)
+                v[i] = bfr(b2f(w[i]) * bfr(v[i] * r));
+        }
+        __syncthreads();
+    }
+}
+
+/* Phase C: the SSM step of the channels of block b of nb: one thread per (channel, state). */
+__device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
+                                    const float *dbc, int b, int nb)
+{
+    const int cpb = (a.Di + nb - 1) / nb;
+    const int cbeg = b * cpb, cnt = min(cpb, a.Di - cbeg);
+    if (cnt <= 0)
+        return;
+    const int R = a.R;
+    const int work = cnt * CU_D_STATE, lim = (work + 31) & ~31;   /* whole warps: sum16 shuffles */
+    for (int idx = threadIdx.x; idx < lim; idx += MK_THREADS) {
+        const bool valid = idx < work;
+        const int s = idx & 15, c = cbeg + (valid ? idx / 16 : cnt - 1);
+        /* every load of this step first: none depends on another */
+        const bf16 *dw = l.dt_w + (size_t)c * R;
+        float wv[8];
+        float acc = 0.0f;
+        for (int k0 = s; k0 < R; k0 += 8 * 16) {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                wv[j] = k0 + 16 * j < R ? b2f(dw[k0 + 16 * j]) : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                if (k0 + 16 * j < R)
+                    acc += dbc[k0 + 16 * j] * wv[j];
+        }
+        float *hp = d.ssm + ((size_t)layer * a.Di + c) * CU_D_STATE + s;
+        float h = *hp, uv = ldf(a.uc + c), z = ldb(a.u + l.z_off + c);
+        float Ac = l.A[c * CU_D_STATE + s], Dc = l.D[c], bias = l.dt_b[c];
+        acc = sum16(acc);
+        float delta = softplus_f(bfr(acc) + bias);
+        h = expf(Ac * delta) * h + (delta * dbc[R + s]) * uv;
+        if (valid)
+            *hp = h;
+        float y = sum16(dbc[R + CU_D_STATE + s] * h) + Dc * uv;
+        if (valid && s == 0)
+            a.sout[c] = bfr(y * silu_f(z));
+    }
+}
+
+/*
+ * Phase C: attention of the G query heads of one KV head over one slice of
+ * the keys (unit = blockIdx.x), in chunks of MK_AK keys with an online
+ * softmax across chunks.  Written for small code, not unrolled over heads:
+ * the persistent kernel runs every phase's code once per layer, so its
+ * size, not its arithmetic, decides what the instruction caches hold.
+ *   scores: one thread per (key, head); softmax: one warp per head;
+ *   P.V: one thread per (column, key group), all G heads at once.
+ */
+__device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const cu_desc &d, float *sm)
+{
+    const int unit = blockIdx.x;
+    if (unit >= a.nkv * a.nsa)
+        return;
+    const int G = a.nh / a.nkv, kvh = unit / a.nsa, split = unit % a.nsa, dq = a.dq, dv = a.dv;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = dq / 2, tid = threadIdx.x;
+    const int p = d.pos, nkg = MK_THREADS / dv;
+    const bf16 *K = d.kv[2 * l.kv_src];
+    const bf16 *V = d.kv[2 * l.kv_src + 1];
+    const keyset ks = keys_of(l.gd, p, p);
+    const int per = (ks.n + a.nsa - 1) / a.nsa;
+    const int k0 = split * per, k1 = min(ks.n, k0 + per);
+    float *qs = sm;                       /* [G][dq] */
+    float *s = qs + G * dq;               /* [G][MK_AK] scores, then bf16-rounded probabilities */
+    float *o = s + G * MK_AK;             /* [G][dv] running output */
+    float *part = o + G * dv;             /* [nkg][G][dv] */
+    float *mrun = part + nkg * G * dv;    /* [G] running max, [G] sum, [G] rescale */
+    float *lrun = mrun + CU_MAX_GQA, *alpha = lrun + CU_MAX_GQA;
+    int *slot = reinterpret_cast<int *>(alpha + CU_MAX_GQA);   /* [MK_AK] */
+
+    for (int i = tid; i < G * half; i += MK_THREADS) {
+        int j = i / half, e = i % half;
+        const bf16 *qh = a.u + (size_t)(kvh * G + j) * dq;
+        float x0 = ldb(qh + e), x1 = ldb(qh + e + half);
+        if (a.rope) {
+            float c, sn;
+            mk_rope_cs(a, e, p, &c, &sn);
+            mk_rope_pair(x0, x1, c, sn, &x0, &x1);
+        }
+        qs[j * dq + e] = x0;   /* rounded to bf16 as the reference stores q */
+        qs[j * dq + e + half] = x1;
+    }
+    for (int i = tid; i < G * dv; i += MK_THREADS)
+        o[i] = 0.0f;
+    if (tid < G) {
+        mrun[tid] = -INFINITY;
+        lrun[tid] = 0.0f;
+    }
+    for (int c0 = k0; c0 < k1; c0 += MK_AK) {
+        const int nk = min(MK_AK, k1 - c0);
+        for (int i = tid; i < nk; i += MK_THREADS)
+            slot[i] = kv_slot(l.gd, key_pos(ks, c0 + i));
+        __syncthreads();
+        for (int i = tid; i < nk * G; i += MK_THREADS) {
+            int k = i % nk, j = i / nk;
+            const uint4 *kr = reinterpret_cast<const uint4 *>(K + ((size_t)slot[k] * a.nkv + kvh) * dq);
+            const float *q = qs + j * dq;
+            float acc = 0.0f;
+#pragma unroll 4
+            for (int c = 0; c < dq / 8; c++)
+                acc += dot8(__ldcg(kr + c), q + 8 * c);
+            s[j * MK_AK + k] = acc * a.scale;
+        }
+        __syncthreads();
+        if (warp < G) {
+            float *sj = s + warp * MK_AK;
+            float mx = -INFINITY;
+            for (int k = lane; k < nk; k += 32)
+                mx = fmaxf(mx, sj[k]);
+            mx = warp_max(mx);
+            float mnew = fmaxf(mrun[warp], mx), sum = 0.0f;
+            for (int k = lane; k < nk; k += 32) {
+                float pk = expf(sj[k] - mnew);
+                sum += pk;
+                sj[k] = bfr(pk);   /* P.V uses P rounded to bf16, as the reference does */
+            }
+            sum = warp_sum(sum);
+            if (lane == 0) {
+                float al = mrun[warp] == -INFINITY ? 0.0f : expf(mrun[warp] - mnew);
+                alpha[warp] = al;
+                lrun[warp] = lrun[warp] * al + sum;
+                mrun[warp] = mnew;
+            }
+        }
+        __syncthreads();
+        for (int i = tid; i < nkg * dv; i += MK_THREADS) {
+            const int e = i % dv, kg = i / dv;
+            float acc[CU_MAX_GQA];
+#pragma unroll
+            for (int j = 0; j < CU_MAX_GQA; j++)
+                acc[j] = 0.0f;
+#pragma unroll 4
+            for (int k = kg; k < nk; k += nkg) {
+                float v = ldb(V + ((size_t)slot[k] * a.nkv + kvh) * dv + e);
+#pragma unroll
+                for (int j = 0; j < CU_MAX_GQA; j++)
+                    if (j < G)
+                        acc[j] = fmaf(s[j * MK_AK + k], v, acc[j]);
+            }
+#pragma unroll
+            for (int j = 0; j < CU_MAX_GQA; j++)
+                if (j < G)
+                    part[(kg * G + j) * dv + e] = acc[j];
+        }
+        __syncthreads();
+        for (int i = tid; i < G * dv; i += MK_THREADS) {
+            const int j = i / dv;
+            float acc = o[i] * alpha[j];
+            for (int kg = 0; kg < nkg; kg++)
+                acc += part[kg * G * dv + i];
+            o[i] = acc;
+        }
+        __syncthreads();
+    }
+    __syncthreads();
+    for (int i = tid; i < G * dv; i += MK_THREADS) {
+        const int j = i / dv, e = i % dv;
+        size_t sl = (size_t)(kvh * G + j) * a.nsa + split;
+        a.o[sl * dv + e] = o[i];
+        if (e == 0) {
+            a.ml[sl * 2] = mrun[j];
+            a.ml[sl * 2 + 1] = lrun[j];
+        }
+    }
+}
+
+/* Phase D: merge the key splits of each (head, column) into att (bf16
+ * values); all of a column's partials are loaded at once. */
+__device__ __noinline__ void mk_attn_merge(const mk_args &a)
+{
+    const int n = a.nh * a.dv, nsa = a.nsa;
+    const int per = (n + gridDim.x - 1) / gridDim.x;
+    for (int i = blockIdx.x * per + threadIdx.x; i < min(n, (blockIdx.x + 1) * per); i += MK_THREADS) {
+        const int h = i / a.dv, e = i % a.dv;
+        const float *ml = a.ml + (size_t)h * nsa * 2;
+        const float *o = a.o + (size_t)h * nsa * a.dv + e;
+        float mv[MK_SPLITS_MAX], lv[MK_SPLITS_MAX], ov[MK_SPLITS_MAX];
+#pragma unroll
+        for (int k = 0; k < MK_SPLITS_MAX; k++) {
+            bool in = k < nsa;
+            mv[k] = in ? ldf(ml + 2 * k) : -INFINITY;
+            lv[k] = in ? ldf(ml + 2 * k + 1) : 0.0f;
+            ov[k] = in ? ldf(o + (size_t)k * a.dv) : 0.0f;
+        }
+        float M = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < MK_SPLITS_MAX; k++)
+            M = fmaxf(M, mv[k]);
+        float L = 0.0f;
+#pragma unroll
+        for (int k = 0; k < MK_SPLITS_MAX; k++)
+            L += mv[k] == -INFINITY ? 0.0f : lv[k] * expf(mv[k] - M);
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = 0; k < MK_SPLITS_MAX; k++) {
+            float w = (L > 0.0f && mv[k] != -INFINITY) ? expf(mv[k] - M) / L : 0.0f;
+            acc += ov[k] * w;
+        }
+        a.att[i] = bfr(acc);
+    }
+}
+
+/* Phase E prologue: xs = bf16(bf16(RMS(att; avg1) + RMS(ssm; avg2)) / 2), every block. */
+__device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, bf16 *xs, float *fs, float *red)
+{
+    float *as = fs, *ss = fs + a.Di, *w1 = fs + 2 * a.Di, *w2 = fs + 3 * a.Di;
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int i0 = threadIdx.x; i0 < a.Di; i0 += 4 * MK_THREADS) {
+        float av[4], sv[4], wa[4], wb[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int i = i0 + q * MK_THREADS;
+            bool in = i < a.Di;
+            av[q] = in ? ldf(a.att + i) : 0.0f;
+            sv[q] = in ? ldf(a.sout + i) : 0.0f;
+            wa[q] = in ? b2f(l.avg1[i]) : 0.0f;
+            wb[q] = in ? b2f(l.avg2[i]) : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int i = i0 + q * MK_THREADS;
+            if (i >= a.Di)
+                break;
+            as[i] = av[q];
+            ss[i] = sv[q];
+            w1[i] = wa[q];
+            w2[i] = wb[q];
+            s1 += av[q] * av[q];
+            s2 += sv[q] * sv[q];
+        }
+    }
+    s1 = block_sum(s1, red);
+    s2 = block_sum(s2, red);
+    float r1 = rsqrtf(s1 / (float)a.Di + a.eps), r2 = rsqrtf(s2 / (float)a.Di + a.eps);
+    for (int i = threadIdx.x; i < a.Di; i += MK_THREADS) {
+        float n1 = bfr(w1[i] * bfr(as[i] * r1));
+        float n2 = bfr(w2[i] * bfr(ss[i] * r2));
+        xs[i] = f2b(bfr(n1 + n2) * 0.5f);
+    }
+    __syncthreads();
+}
+
+/* xs = act (bf16 [I]) from global memory. */
+__device__ void mk_load_vec(const bf16 *src, int n, bf16 *xs)
+{
+    const uint4 *s = reinterpret_cast<const uint4 *>(src);
+    uint4 *d = reinterpret_cast<uint4 *>(xs);
+    for (int i = threadIdx.x; i < n / 8; i += MK_THREADS)
+        d[i] = __ldcg(s + i);
+    __syncthreads();
+}
+
+__global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args a)
+{
+    extern __shared__ __align__(16) float smf[];
+    __shared__ float red[32];
+    __shared__ float sub[MK_THREADS];
+    __shared__ mk_layer l;    /* this layer's pointers: no reload from global after each store */
+    __shared__ cu_desc d;
+    const mk_smem S = mk_smem_layout(a.H, a.Di, a.I, a.P, a.nh, a.nkv, a.dq, a.dv);
+    bf16 *xs = reinterpret_cast<bf16 *>(smf + S.xs);
+    float *fs = smf + S.fs;
+    unsigned target = 0;
+    int xi = 0, layer = 0;
+
+    if (threadIdx.x == 0) {
+        d = a.desc[0];
+        l = a.L[0];
+    }
+    __syncthreads();
+    if (a.trace && blockIdx.x == 0 && threadIdx.x == 0)
+        a.trace[a.n_layers * MK_TRACE] = (long long)globaltimer();
+    /* layer 0's input: the token's embedding row is the residual */
+    mk_resnorm(a, a.embed + (size_t)d.token * a.H, false, NULL, l.in_norm, xs, fs, red);
+    if (blockIdx.x == 0)
+        for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
+            a.x[0][i] = a.embed[(size_t)d.token * a.H + i];
+    for (layer = 0; layer < a.n_layers; layer++) {
+        MK_MARK(0);
+        if (layer > 0) {
+            if (threadIdx.x == 0)
+                l = a.L[layer];
+            __syncthreads();
+            mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.in_norm, xs, fs, red);
+            xi ^= 1;
+        }
+        MK_MARK(1);
+        /* A */
+        mk_gemv<1, 8>(l.in_proj, l.rows, a.H, xs, MK_OUT_BF16, a.u, NULL);
+        MK_MARK(2);
+        mk_sync(a.bar, target);
+        MK_MARK(3);
+        /* B */
+        mk_conv_xproj(a, l, d, layer, smf + S.ucs);
+        if (l.owner && blockIdx.x == gridDim.x - 1)
+            mk_kv_store(a, l, d, layer);
+        MK_MARK(4);
+        mk_sync(a.bar, target);
+        MK_MARK(5);
+        /* C: attention units on the first blocks, the SSM step on the others
+         * (on all blocks after the attention when too few are left) */
+        {
+            const int nu = a.nkv * a.nsa, alone = (int)gridDim.x - nu >= (int)gridDim.x / 4;
+            if (!alone || (int)blockIdx.x >= nu) {
+                mk_dbc(a, l, smf + S.dbc, sub);
+                if (alone)
+                    mk_ssm(a, l, d, layer, smf + S.dbc, blockIdx.x - nu, gridDim.x - nu);
+                else
+                    mk_ssm(a, l, d, layer, smf + S.dbc, blockIdx.x, gridDim.x);
+            }
+            MK_MARK(6);
+            mk_attn(a, l, d, smf + S.att);
+        }
+        MK_MARK(7);
+        mk_sync(a.bar, target);
+        MK_MARK(8);
+        /* D */
+        mk_attn_merge(a);
+        MK_MARK(9);
+        mk_sync(a.bar, target);
+        MK_MARK(10);
+        /* E */
+        mk_preavg(a, l, xs, fs, red);
+        MK_MARK(11);
+        mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, MK_OUT_BF16, a.y, NULL);
+        MK_MARK(12);
+        mk_sync(a.bar, target);
+        MK_MARK(13);
+        /* F */
+        mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.mlp_norm, xs, fs, red);
+        xi ^= 1;
+        MK_MARK(14);
+        mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, MK_OUT_GATED, a.act, NULL);
+        MK_MARK(15);
+        mk_sync(a.bar, target);
+        MK_MARK(16);
+        /* G */
+        mk_load_vec(a.act, a.I, xs);
+        mk_gemv<1, 8>(l.down, a.H, a.I, xs, MK_OUT_BF16, a.y, NULL);
+        MK_MARK(17);
+        mk_sync(a.bar, target);
+        MK_MARK(18);
+    }
+    mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], a.final_norm, xs, fs, red);
+    mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, MK_OUT_F32, NULL, a.logits);
+    if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) {
+        a.trace[a.n_layers * MK_TRACE + 1] = (long long)globaltimer();
+        a.trace[a.n_layers * MK_TRACE + 2] = clock64();
+        a.trace[a.n_layers * MK_TRACE + 3] = a.trace[0];
+    }
+}
+
+/* ------------------------------------------------------------------ host */
+
+struct cu_mega {
+    mk_args a;
+    int nblk;
+    size_t smem;
+    void *mem;
+    size_t bytes;
+    void (*kernel)(mk_args);
+    int traced;
+};
+
+int cu_mega_wanted = 1;   /* HYMBA_CUDA_MEGA=0 turns the persistent decode kernel off */
+
+void cu_mega_free(cu_ctx *ctx, cu_model *m)
+{
+    if (!m->mk)
+        return;
+    cu_free(ctx, m->mk->mem, m->mk->bytes);
+    free(m->mk);
+    m->mk = NULL;
+}
+
+/* Why the persistent kernel cannot run this model (NULL: it can). */
+static const char *mega_unsupported(const cu_model *m)
+{
+    const hy_arch *a = &m->a;
+    if (!m->use_gemv)
+        return "a width not a multiple of 8";
+    if (a->head_dim % 8 || a->head_dim > CU_MAX_HEAD_DIM)
+        return "its head size";
+    if (a->v_head_dim != 32 && a->v_head_dim != 64 && a->v_head_dim != 128)
+        return "its value head size";
+    if (a->n_heads * a->v_head_dim != a->d_inner)
+        return "attention width != d_inner";
+    if (a->d_conv > 8)
+        return "d_conv > 8";
+    return NULL;
+}
+
+static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
+{
+    const hy_arch *A = &m->a;
+    const char *why = mega_unsupported(m);
+    if (why) {
+        if (ctx->verbose)
+            fprintf(stderr, "hymba: cuda: persistent decode kernel off for this model (%s)\n", why);
+        return 0;
+    }
+    int coop = 0;
+    CK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, ctx->dev));
+    if (!coop)
+        return 0;
+    cu_mega *mk = (cu_mega *)calloc(1, sizeof(*mk));
+    if (!mk)
+        return hy_err_set(err, -ENOMEM, "out of memory");
+    mk_args &a = mk->a;
+    a.H = A->hidden;
+    a.Di = A->d_inner;
+    a.I = A->intermediate;
+    a.R = A->dt_rank;
+    a.P = m->P;
+    a.V = A->vocab;
+    a.dc = A->d_conv;
+    a.nh = A->n_heads;
+    a.nkv = A->n_kv_heads;
+    a.dq = A->head_dim;
+    a.dv = A->v_head_dim;
+    a.rope = A->rope;
+    a.norms = A->inner_norms;
+    a.eps = A->eps;
+    a.scale = 1.0f / sqrtf((float)A->head_dim);
+    a.n_layers = A->n_layers;
+    a.embed = m->embed;
+    a.lm_head = m->lm_head;
+    a.final_norm = m->final_norm;
+    a.inv_freq = m->inv_freq;
+    mk->kernel = k_decode_mega;
+
+    mk_smem S = mk_smem_layout(a.H, a.Di, a.I, a.P, a.nh, a.nkv, a.dq, a.dv);
+    mk->smem = (size_t)S.total * sizeof(float);
+    cudaError_t e = cudaFuncSetAttribute(mk->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mk->smem);
+    int per_sm = 0;
+    if (e == cudaSuccess)
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mk->kernel, MK_THREADS, mk->smem);
+    if (e != cudaSuccess || per_sm < 1) {
+        cudaGetLastError();
+        if (ctx->verbose)
+            fprintf(stderr, "hymba: cuda: persistent decode kernel does not fit (%zu B of shared memory)\n",
+                    mk->smem);
+        free(mk);
+        return 0;
+    }
+    mk->nblk = ctx->n_sm;
+    int nsa = mk->nblk / (2 * a.nkv);   /* half the blocks: the other half runs the SSM step meanwhile */
+    a.nsa = nsa < 1 ? 1 : nsa > MK_SPLITS_MAX ? MK_SPLITS_MAX : nsa;
+
+    /* one allocation: layer table, then the scratch */
+    size_t nslice = (size_t)(a.Di + MK_SLICE - 1) / MK_SLICE;
+    struct { void **p; size_t bytes; } parts[] = {
+        { (void **)&a.L, sizeof(mk_layer) * (size_t)A->n_layers },
+        { (void **)&a.x[0], (size_t)a.H * 2 },
+        { (void **)&a.x[1], (size_t)a.H * 2 },
+        { (void **)&a.u, (size_t)m->max_rows * 2 },
+        { (void **)&a.y, (size_t)a.H * 2 },
+        { (void **)&a.act, (size_t)a.I * 2 },
+        { (void **)&a.uc, (size_t)a.Di * 4 },
+        { (void **)&a.xpart, nslice * a.P * 4 },
+        { (void **)&a.sout, (size_t)a.Di * 4 },
+        { (void **)&a.att, (size_t)a.Di * 4 },
+        { (void **)&a.ml, (size_t)a.nh * a.nsa * 2 * 4 },
+        { (void **)&a.o, (size_t)a.nh * a.nsa * a.dv * 4 },
+        { (void **)&a.bar, 256 },
+        { (void **)&a.trace, getenv("HYMBA_CUDA_MEGA_TRACE") ? (size_t)(A->n_layers + 1) * MK_TRACE * 8 : 0 },
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        total += (parts[i].bytes + 255) & ~(size_t)255;
+    int r = cu_malloc(ctx, &mk->mem, total, "the persistent decode kernel's scratch", err);
+    if (r < 0) {
+        free(mk);
+        return r;
+    }
+    mk->bytes = total;
+    size_t off = 0;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        *parts[i].p = parts[i].bytes ? (char *)mk->mem + off : NULL;
+        off += (parts[i].bytes + 255) & ~(size_t)255;
+    }
+    mk_layer *hl = (mk_layer *)calloc((size_t)A->n_layers, sizeof(mk_layer));
+    if (!hl) {
+        cu_free(ctx, mk->mem, mk->bytes);
+        free(mk);
+        return hy_err_set(err, -ENOMEM, "out of memory");
+    }
+    for (int L = 0; L < A->n_layers; L++) {
+        const cu_layer *s = &m->L[L];
+        mk_layer *t = &hl[L];
+        t->in_norm = s->in_norm;
+        t->in_proj = s->in_proj;
+        t->conv_w = s->conv_w;
+        t->conv_b = s->conv_b;
+        t->x_proj = s->x_proj;
+        t->dt_norm = s->dt_norm;
+        t->B_norm = s->B_norm;
+        t->C_norm = s->C_norm;
+        t->dt_w = s->dt_w;
+        t->dt_b = s->dt_b;
+        t->A = s->A;
+        t->D = s->D;
+        t->avg1 = s->avg1;
+        t->avg2 = s->avg2;
+        t->out_proj = s->out_proj;
+        t->mlp_norm = s->mlp_norm;
+        t->gu = s->gu;
+        t->down = s->down;
+        t->rows = s->rows;
+        t->owner = s->owner;
+        t->kv_src = s->kv_src;
+        t->k_off = s->k_off;
+        t->v_off = s->v_off;
+        t->xs_off = s->xs_off;
+        t->z_off = s->z_off;
+        t->gd = s->gd;
+    }
+    e = cudaMemcpy((void *)a.L, hl, sizeof(mk_layer) * (size_t)A->n_layers, cudaMemcpyHostToDevice);
+    free(hl);
+    if (e != cudaSuccess) {
+        cu_free(ctx, mk->mem, mk->bytes);
+        free(mk);
+        return cu_fail(ctx, err, e, "cudaMemcpy (decode layer table)", __FILE__, __LINE__);
+    }
+    m->mk = mk;
+    if (ctx->verbose)
+        fprintf(stderr, "hymba: cuda: persistent decode kernel: %d blocks x %d threads, %zu B shared, "
+                "%d key splits\n", mk->nblk, MK_THREADS, mk->smem, a.nsa);
+    return 0;
+}
+
+int cu_mega_usable(cu_ctx *ctx, cu_model *m, hy_err *err)
+{
+    if (!cu_mega_wanted)
+        return 0;
+    if (!m->mk && !m->mk_tried) {
+        m->mk_tried = 1;
+        int r = mega_init(ctx, m, err);
+        if (r < 0)
+            return r;
+    }
+    return m->mk != NULL;
+}
+
+int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits, hy_err *err)
+{
+    cu_mega *mk = m->mk;
+    mk_args a = mk->a;
+    a.desc = desc;
+    a.logits = logits;
+    CK(cudaMemsetAsync(a.bar, 0, sizeof(unsigned), ctx->s0));
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3(mk->nblk);
+    cfg.blockDim = dim3(MK_THREADS);
+    cfg.dynamicSmemBytes = mk->smem;
+    cfg.stream = ctx->s0;
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    CK(cudaLaunchKernelEx(&cfg, mk->kernel, a));
+    return 0;
+}
+
+/* HYMBA_CUDA_MEGA_TRACE: after the 64th step, block 0's time per phase (us,
+ * mean over layers 1..n-1) on stderr: where a step's time goes. */
+void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
+{
+    cu_mega *mk = m->mk;
+    if (!mk || !mk->a.trace || ++mk->traced != 64)
+        return;
+    (void)ctx;
+    int n = mk->a.n_layers;
+    size_t bytes = (size_t)(n + 1) * MK_TRACE * 8;
+    long long *t = (long long *)malloc(bytes);
+    if (!t || cudaMemcpy(t, mk->a.trace, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        free(t);
+        return;
+    }
+    const long long *tail = t + (size_t)n * MK_TRACE;
+    double ns = (double)(tail[1] - tail[0]), cyc = (double)(tail[2] - tail[3]);
+    double us_per_cyc = ns > 0 && cyc > 0 ? ns / cyc / 1000.0 : 0.0;
+    static const char *name[18] = { "resnorm A", "in_proj", "sync1", "conv+xproj+kv", "sync2", "dbc+ssm",
+                                    "attn", "sync3", "merge", "sync4", "preavg", "out_proj", "sync5",
+                                    "resnorm F", "gate-up", "sync6", "down", "sync7" };
+    fprintf(stderr, "hymba: cuda: decode step %.1f us (globaltimer); per layer, block 0 (us):\n", ns / 1000.0);
+    double tot = 0.0;
+    for (int k = 0; k < 18; k++) {
+        double acc = 0.0;
+        for (int L = 1; L < n; L++)
+            acc += (double)(t[L * MK_TRACE + k + 1] - t[L * MK_TRACE + k]);
+        acc = acc / (n > 1 ? n - 1 : 1) * us_per_cyc;
+        tot += acc;
+        fprintf(stderr, "  %-14s %7.2f\n", name[k], acc);
+    }
+    fprintf(stderr, "  %-14s %7.2f\n", "layer", tot);
+    free(t);
+}

@@ -1,0 +1,121 @@
+/* cuda_device.cuh: small device helpers shared by the CUDA backend's kernels (rounding, warp/block sums, loads). */
+#ifndef HYMBA_KERNELS_CUDA_DEVICE_CUH
+#define HYMBA_KERNELS_CUDA_DEVICE_CUH
+
+#include "kernels/cuda/cuda_kernels.cuh"
+#include <math.h>
+
+namespace cudev {
+
+/* Round to bf16 and back: the reference's bf16 storage points (spec §5). */
+__device__ __forceinline__ float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }
+__device__ __forceinline__ float b2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2b(float x) { return __float2bfloat16(x); }
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float softplus_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the 16 lanes of one SSM channel (lanes 16k..16k+15 of a warp). */
+__device__ __forceinline__ float sum16(float v)
+{
+    for (int o = 8; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum over the block; every thread gets the result.  red: 32 floats of shared memory. */
+__device__ __forceinline__ float block_sum(float v, float *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+/* Streaming 16-byte load of weights: read once per step, kept out of L1. */
+__device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
+{
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ void unpack8(uint4 v, float *f)
+{
+    const __nv_bfloat162 *p = reinterpret_cast<const __nv_bfloat162 *>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(p[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+__device__ __forceinline__ float dot8(uint4 w, const float *x)
+{
+    float f[8];
+    unpack8(w, f);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        s = fmaf(f[i], x[i], s);
+    return s;
+}
+
+/* KV cache slot of combined position p. */
+__device__ __forceinline__ int kv_slot(const cu_kvgeom &g, int p)
+{
+    if (g.is_global || p < g.n_meta)
+        return p;
+    return g.n_meta + (p - g.n_meta) % g.ring;
+}
+
+/*
+ * The keys a query at positions [p_first, p_last] sees, as a list of
+ * "logical" keys: first the visible meta positions [0, nmeta), then
+ * positions [lo, p_last].  Global layers: one range [0, p_last].
+ */
+struct keyset {
+    int nmeta, lo, n;
+};
+
+__device__ __forceinline__ keyset keys_of(const cu_kvgeom &g, int p_first, int p_last)
+{
+    keyset k;
+    if (g.is_global) {
+        k.nmeta = 0;
+        k.lo = 0;
+    } else {
+        k.nmeta = min(g.n_meta, p_last + 1);
+        k.lo = max(g.n_meta, p_first - g.window);
+    }
+    k.n = k.nmeta + max(0, p_last - k.lo + 1);
+    return k;
+}
+
+__device__ __forceinline__ int key_pos(const keyset &k, int i)
+{
+    return i < k.nmeta ? i : k.lo + (i - k.nmeta);
+}
+
+}  // namespace cudev
+
+#endif
