@@ -1,4 +1,4 @@
-/* cuda_attn.cu: attention over the K/V cache: split-over-keys kernel (decode, fallback prefill) and a tensor-core flash prefill. */
+/* cuda_attn.cu: attention over the K/V cache: split-over-keys kernel (decode, fallback prefill) and tensor-core flash prefills (mma.sync, wmma). */
 #include "kernels/cuda/cuda_kernels.cuh"
 #include <mma.h>
 #include <math.h>
@@ -444,14 +444,14 @@ __global__ void __launch_bounds__(128) k_attn_flash(const bf16 *u, int ldu, int 
     }
 }
 
-int cu_attn_flash_supported(int dq, int dv)
+static int wmma_supported(int dq, int dv)
 {
     return (dq == 16 && dv == 32) || (dq == 32 && dv == 64) || (dq == 64 && dv == 128);
 }
 
 template <int DQ, int DV>
-static cudaError_t flash_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
-                                int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+static cudaError_t wmma_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+                               int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
 {
     size_t smem = flash_smem<DQ, DV>::bytes;
     cudaError_t e = cudaFuncSetAttribute(k_attn_flash<DQ, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -463,6 +463,354 @@ static cudaError_t flash_launch(const bf16 *u, int ldu, int n, const cu_desc *de
     return cudaGetLastError();
 }
 
+cudaError_t cu_attn_flash_wmma(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+                               int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
+                               bf16 *att, cudaStream_t s)
+{
+    if (nh % nkv || (ldu & 7))
+        return cudaErrorInvalidValue;
+    if (dq == 16 && dv == 32)
+        return wmma_launch<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 32 && dv == 64)
+        return wmma_launch<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 64 && dv == 128)
+        return wmma_launch<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    return cudaErrorNotSupported;
+}
+
+/* ------------------------------------------------------ mma.sync flash prefill */
+
+/*
+ * FA2-style prefill: mma.sync m16n8k16 (bf16 in, fp32 accumulate) with Q
+ * fragments, S/P and the O accumulator in registers.  GQA is packed into
+ * the row dimension: block (row tile, kv head) owns BM = 16*NW "packed rows"
+ * r = t*G + j (token t, query head kvh*G + j), so each K/V tile staged in
+ * shared memory serves all G query heads of its KV head (G times less K/V
+ * traffic than a block per query head) and a block spans only ~BM/G
+ * positions (little causal waste).  Each warp owns 16 packed rows.  K/V
+ * tiles of MMA_K keys are double-buffered with cp.async: tile i+1 loads
+ * while tile i is computed.
+ *
+ * Numerics as the wmma kernel: s = q.k in fp32, scaled; online softmax in
+ * fp32 (base 2, scale folded with log2 e); P rounded to bf16 for P.V, the row
+ * sum over the unrounded P; rows without a visible key give 0.
+ */
+#define MMA_K 64         /* keys per tile */
+
+int cu_flash_warps = 0;  /* mma kernel variant: 4 (4 warps), 3 (4 warps, 168 registers), else 8 warps */
+
+template <int DQ, int DV, int NW>
+struct mma_smem {
+    static constexpr int BM = 16 * NW;                  /* packed rows per block */
+    static constexpr int LQ = DQ + 8, LV = DV + 8;      /* padded rows: ldmatrix phases hit 8 distinct 16-byte bank groups */
+    static constexpr int LO = DV + 8;                   /* output staging row */
+    static constexpr size_t q = 0;                                      /* Q [BM][LQ] */
+    static constexpr size_t k = q + (size_t)BM * LQ * 2;                /* K [2][MMA_K][LQ] */
+    static constexpr size_t v = k + (size_t)2 * MMA_K * LQ * 2;         /* V [2][MMA_K][LV] */
+    static constexpr size_t bytes = v + (size_t)2 * MMA_K * LV * 2;
+    static_assert((size_t)BM * LO * 2 <= bytes - k, "output staging reuses the K/V buffers");
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+/* c += a b: a 16x16 (row), b 16x8 (col), bf16; c fp32 */
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* u [n][ldu]: q of token t, head h at u[t*ldu + h*DQ]; att [n][nh*DV] bf16. */
+template <int DQ, int DV, int NW, int MINB>
+__global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int ldu, int n, const cu_desc *desc,
+                                                           int kv_layer, int nh, int nkv, float scale_log2,
+                                                           cu_kvgeom g, bf16 *att)
+{
+    typedef mma_smem<DQ, DV, NW> L;
+    constexpr int BM = L::BM, NT = NW * 32;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smraw + L::q);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smraw + L::k);
+    bf16 *Vs = reinterpret_cast<bf16 *>(smraw + L::v);
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int G = nh / nkv, kvh = blockIdx.y, rows = n * G;
+    const int R0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* late (long) row tiles start first */
+    const int t0 = R0 / G, tlast = min(n - 1, (R0 + BM - 1) / G);
+    const int p0 = desc->pos;
+    const bf16 *K = desc->kv[2 * kv_layer];   /* [slots][nkv][DQ] */
+    const bf16 *V = desc->kv[2 * kv_layer + 1];   /* [slots][nkv][DV] */
+    const keyset ks = keys_of(g, p0 + t0, p0 + tlast);
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+
+    for (int i = tid; i < BM * (DQ / 8); i += NT) {
+        const int r = i / (DQ / 8), c = i % (DQ / 8), R = R0 + r;
+        bf16 *dst = Qs + r * L::LQ + c * 8;
+        if (R < rows)
+            cp_async16(dst, u + (size_t)(R / G) * ldu + (kvh * G + R % G) * DQ + c * 8);
+        else
+            *reinterpret_cast<uint4 *>(dst) = zero;
+    }
+    /* keys past the end are zero-filled: P is 0 there, and 0 * garbage could be NaN */
+    auto load_kv = [&](int kt, int buf) {
+        bf16 *kb = Ks + buf * MMA_K * L::LQ, *vb = Vs + buf * MMA_K * L::LV;
+        /* the tile's non-meta keys are consecutive positions: one ring modulo per tile (kv_slot per key otherwise) */
+        const int first = max(kt, ks.nmeta);
+        const int rb = g.is_global ? 0 : (key_pos(ks, first) - g.n_meta) % g.ring;
+        auto slot_of = [&](int k) -> int {
+            if (g.is_global || k < ks.nmeta)
+                return key_pos(ks, k);
+            int r = rb + (k - first);
+            if (r >= g.ring)
+                r = g.ring >= MMA_K ? r - g.ring : r % g.ring;
+            return g.n_meta + r;
+        };
+        for (int i = tid; i < MMA_K * (DQ / 8); i += NT) {
+            const int r = i / (DQ / 8), c = i % (DQ / 8);
+            bf16 *dst = kb + r * L::LQ + c * 8;
+            if (kt + r < ks.n)
+                cp_async16(dst, K + ((size_t)slot_of(kt + r) * nkv + kvh) * DQ + c * 8);
+            else
+                *reinterpret_cast<uint4 *>(dst) = zero;
+        }
+        for (int i = tid; i < MMA_K * (DV / 8); i += NT) {
+            const int r = i / (DV / 8), c = i % (DV / 8);
+            bf16 *dst = vb + r * L::LV + c * 8;
+            if (kt + r < ks.n)
+                cp_async16(dst, V + ((size_t)slot_of(kt + r) * nkv + kvh) * DV + c * 8);
+            else
+                *reinterpret_cast<uint4 *>(dst) = zero;
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();
+
+    /* this thread's accumulator rows: qr and qr + 8 of the warp's 16; columns qc, qc + 1 of each 8 */
+    const int qr = lane >> 2, qc = (lane & 3) * 2;
+    int qpos[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+        qpos[i] = p0 + min(R0 + warp * 16 + qr + 8 * i, rows - 1) / G;   /* padding rows: any valid position */
+
+    uint32_t qf[DQ / 16][4];
+    float o[DV / 8][4];
+#pragma unroll
+    for (int d = 0; d < DV / 8; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float mrow[2] = { -INFINITY, -INFINITY }, lrow[2] = { 0.0f, 0.0f };
+
+    const int ntiles = (ks.n + MMA_K - 1) / MMA_K;
+    for (int it = 0; it < ntiles; it++) {
+        const int kt = it * MMA_K;
+        cp_async_wait_all();
+        __syncthreads();   /* tile it landed for all threads; every warp is done with tile it-1's buffer */
+        if (it + 1 < ntiles)
+            load_kv(kt + MMA_K, (it + 1) & 1);
+        cp_async_commit();
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < DQ / 16; kk++)
+                ldsm_x4(qf[kk], Qs + (warp * 16 + (lane & 15)) * L::LQ + kk * 16 + (lane >> 4) * 8);
+        }
+        const bf16 *kb = Ks + (it & 1) * MMA_K * L::LQ, *vb = Vs + (it & 1) * MMA_K * L::LV;
+
+        /* S = Q K^T: 16 rows x MMA_K keys per warp */
+        float s[MMA_K / 8][4];
+#pragma unroll
+        for (int j = 0; j < MMA_K / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DQ / 16; kk++) {
+#pragma unroll
+            for (int np = 0; np < MMA_K / 16; np++) {
+                uint32_t b[4];
+                ldsm_x4(b, kb + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * L::LQ + kk * 16 + ((lane >> 3) & 1) * 8);
+                mma16816(s[2 * np], qf[kk], b[0], b[1]);
+                mma16816(s[2 * np + 1], qf[kk], b[2], b[3]);
+            }
+        }
+
+        /* mask only tiles that are not visible to every row of the block */
+        bool full = kt + MMA_K <= ks.n && key_pos(ks, kt + MMA_K - 1) <= p0 + t0;
+        if (full && !g.is_global) {
+            const int first = max(kt, ks.nmeta);   /* first non-meta key of the tile */
+            if (first < kt + MMA_K)
+                full = p0 + tlast - key_pos(ks, first) <= g.window;
+        }
+        if (!full) {
+#pragma unroll
+            for (int j = 0; j < MMA_K / 8; j++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = kt + j * 8 + qc + (e & 1), kp = key_pos(ks, key), qp = qpos[e >> 1];
+                    const bool vis = key < ks.n && kp <= qp && (g.is_global || kp < g.n_meta || qp - kp <= g.window);
+                    if (!vis)
+                        s[j][e] = -INFINITY;
+                }
+            }
+        }
+
+        /* online softmax; a row's 4 quad lanes hold its columns */
+        float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+        for (int j = 0; j < MMA_K / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[j][e] *= scale_log2;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+            }
+        }
+        float msub[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            const float mnew = fmaxf(mrow[i], mx[i]);
+            msub[i] = mnew == -INFINITY ? 0.0f : mnew;   /* no visible key yet: P = 0, no NaN */
+            const float alpha = ex2(mrow[i] - msub[i]);
+            mrow[i] = mnew;
+            lrow[i] *= alpha;
+#pragma unroll
+            for (int d = 0; d < DV / 8; d++) {
+                o[d][2 * i] *= alpha;
+                o[d][2 * i + 1] *= alpha;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < MMA_K / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[j][e] = ex2(s[j][e] - msub[e >> 1]);
+                lrow[e >> 1] += s[j][e];
+            }
+        }
+
+        /* O += P V, P rounded to bf16; the S accumulators of two key octets form one A fragment */
+#pragma unroll
+        for (int kk = 0; kk < MMA_K / 16; kk++) {
+            uint32_t a[4];
+            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < DV / 16; dp++) {
+                uint32_t b[4];
+                ldsm_x4_t(b, vb + (kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3)) * L::LV + dp * 16 + (lane >> 4) * 8);
+                mma16816(o[2 * dp], a, b[0], b[1]);
+                mma16816(o[2 * dp + 1], a, b[2], b[3]);
+            }
+        }
+    }
+
+    /* O / l through shared memory (the K/V buffers, now free) for 16-byte row stores */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 1);
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 2);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    bf16 *Os = Ks + warp * 16 * L::LO;   /* [16][LO] */
+#pragma unroll
+    for (int d = 0; d < DV / 8; d++) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float lv = lrow[i];
+            const float v0 = lv > 0.0f ? o[d][2 * i] / lv : 0.0f, v1 = lv > 0.0f ? o[d][2 * i + 1] / lv : 0.0f;
+            *reinterpret_cast<__nv_bfloat162 *>(Os + (qr + 8 * i) * L::LO + d * 8 + qc) = __floats2bfloat162_rn(v0, v1);
+        }
+    }
+    __syncwarp();
+    const size_t di = (size_t)nh * DV;
+    for (int i = lane; i < 16 * (DV / 8); i += 32) {
+        const int r = i / (DV / 8), c = i % (DV / 8), R = R0 + warp * 16 + r;
+        if (R < rows)
+            *reinterpret_cast<uint4 *>(att + (size_t)(R / G) * di + (kvh * G + R % G) * DV + c * 8) =
+                *reinterpret_cast<const uint4 *>(Os + r * L::LO + c * 8);
+    }
+}
+
+template <int DQ, int DV, int NW, int MINB>
+static cudaError_t mma_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+                              int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+{
+    auto kern = k_attn_mma<DQ, DV, NW, MINB>;
+    size_t smem = mma_smem<DQ, DV, NW>::bytes;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess)
+        return e;
+    constexpr int BM = 16 * NW;
+    const int G = nh / nkv;
+    dim3 grid((unsigned)(((size_t)n * G + BM - 1) / BM), nkv);
+    kern<<<grid, NW * 32, smem, s>>>(u, ldu, n, desc, kv_layer, nh, nkv, scale * 1.4426950408889634f, g, att);
+    return cudaGetLastError();
+}
+
+template <int DQ, int DV>
+static cudaError_t mma_pick(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+                            int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+{
+    /* registers: O DV/2, S 32, Q fragments DQ/4 per thread; 128 per thread when they fit, else fewer blocks */
+    constexpr int MT = DV / 2 + DQ / 4 <= 80 ? 512 : 384;
+    if (cu_flash_warps == 4)
+        return mma_launch<DQ, DV, 4, MT / 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (cu_flash_warps == 3)   /* 4 warps, 3 blocks per SM: up to 168 registers */
+        return mma_launch<DQ, DV, 4, 3>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    return mma_launch<DQ, DV, 8, MT / 256>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+}
+
+static int mma_supported(int dq, int dv)
+{
+    return (dq == 16 && dv == 32) || (dq == 32 && dv == 64) || (dq == 64 && dv == 64) ||
+           (dq == 64 && dv == 128) || (dq == 128 && dv == 128);
+}
+
+int cu_attn_flash_supported(int dq, int dv)
+{
+    return mma_supported(dq, dv) || wmma_supported(dq, dv);
+}
+
 cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
                           int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
                           bf16 *att, cudaStream_t s)
@@ -470,10 +818,14 @@ cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, in
     if (nh % nkv || (ldu & 7))
         return cudaErrorInvalidValue;
     if (dq == 16 && dv == 32)
-        return flash_launch<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 32 && dv == 64)
-        return flash_launch<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 64 && dv == 64)
+        return mma_pick<64, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 64 && dv == 128)
-        return flash_launch<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
-    return cudaErrorNotSupported;
+        return mma_pick<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 128 && dv == 128)
+        return mma_pick<128, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    return cu_attn_flash_wmma(u, ldu, n, desc, kv_layer, nh, nkv, dq, dv, scale, g, att, s);
 }
