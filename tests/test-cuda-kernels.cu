@@ -255,12 +255,12 @@ static void test_attention(const attn_case &c, int P, int n)
                c.dq, c.dv, c.nh / c.nkv, c.is_global ? "global" : "swa", P, n, e);
         CHECKF(e < TOL_BF16, "attention split rel err %.3e", e);
     }
-    /* every variant of the mma kernel (8 warps; 4 warps at 128 and 168 registers) */
-    for (int var = 0; var < 3 && cu_attn_flash_supported(c.dq, c.dv); var++) {
-        static const int warps[3] = { 8, 4, 3 };
+    /* variants of the mma kernel: chosen per pass, 8 and 5 warps (128 registers), 4 warps at 168 */
+    for (int var = 0; var < 4 && cu_attn_flash_supported(c.dq, c.dv); var++) {
+        static const int warps[4] = { 0, 8, 5, -1 };
         cu_flash_warps = warps[var];
         CU(cudaMemset(att, 0xff, (size_t)n * di * 2));   /* NaN: unwritten outputs fail */
-        CU(cu_attn_flash(dU, ldu, n, ddesc, 0, c.nh, c.nkv, c.dq, c.dv, 1.0f / sqrtf((float)c.dq), g, att, 0));
+        CU(cu_attn_flash(dU, ldu, n, ddesc, p0, 0, c.nh, c.nkv, c.dq, c.dv, 1.0f / sqrtf((float)c.dq), g, att, 0));
         CU(cudaDeviceSynchronize());
         double e = rel(host_bf(att, (size_t)n * di), ref);
         printf("  attn flash/%d dq=%d dv=%d G=%d %s P=%d n=%d: rel err %.2e\n", warps[var], c.dq, c.dv,
@@ -279,6 +279,7 @@ static void test_attention(const attn_case &c, int P, int n)
  * passes of a 2048-token prefill), SWA and global.  Median of 7 runs of 10
  * launches (cudaEvents); TFLOP/s counts 2 * visible keys * (dq + dv) per
  * query row and head.  Each mma variant is also compared with the wmma kernel.
+ * HYMBA_ATTN_BENCH=only or =profile skips the other tests.
  */
 static void bench_attention(void)
 {
@@ -292,6 +293,8 @@ static void bench_attention(void)
     bf16 *att, *att_ref;
     CU(cudaMalloc(&att, (size_t)n * di * 2));
     CU(cudaMalloc(&att_ref, (size_t)n * di * 2));
+    /* HYMBA_ATTN_BENCH=profile: one timed launch per variant (for ncu) */
+    const int prof = !strcmp(getenv("HYMBA_ATTN_BENCH"), "profile"), reps = prof ? 1 : 7, per = prof ? 1 : 10;
     cudaEvent_t e0, e1;
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
@@ -311,34 +314,35 @@ static void bench_attention(void)
             CU(cu_attn_flash_wmma(dU, ldu, n, ddesc, 0, nh, nkv, dq, dv, 0.125f, g, att_ref, 0));
             std::vector<float> refh = host_bf(att_ref, (size_t)n * di);
             std::vector<double> refd(refh.begin(), refh.end());
-            for (int var = -1; var < 3; var++) {
-                static const int warps[3] = { 8, 4, 3 };
+            for (int var = -1; var < 4; var++) {
+                static const int warps[4] = { 0, 8, 6, -1 };
+                static const char *name[4] = { "auto", "8w", "6w", "4w168" };
                 cu_flash_warps = var < 0 ? 0 : warps[var];
                 auto launch = [&]() {
                     if (var < 0)
                         CU(cu_attn_flash_wmma(dU, ldu, n, ddesc, 0, nh, nkv, dq, dv, 0.125f, g, att, 0));
                     else
-                        CU(cu_attn_flash(dU, ldu, n, ddesc, 0, nh, nkv, dq, dv, 0.125f, g, att, 0));
+                        CU(cu_attn_flash(dU, ldu, n, ddesc, p0, 0, nh, nkv, dq, dv, 0.125f, g, att, 0));
                 };
                 CU(cudaMemset(att, 0xff, (size_t)n * di * 2));
                 launch();
                 CU(cudaDeviceSynchronize());
                 double err = rel(host_bf(att, (size_t)n * di), refd);
                 std::vector<float> ms;
-                for (int rep = 0; rep < 7; rep++) {
+                for (int rep = 0; rep < reps; rep++) {
                     CU(cudaEventRecord(e0, 0));
-                    for (int k = 0; k < 10; k++)
+                    for (int k = 0; k < per; k++)
                         launch();
                     CU(cudaEventRecord(e1, 0));
                     CU(cudaEventSynchronize(e1));
                     float m;
                     CU(cudaEventElapsedTime(&m, e0, e1));
-                    ms.push_back(m / 10);
+                    ms.push_back(m / per);
                 }
                 std::sort(ms.begin(), ms.end());
-                printf("  attn-bench %-6s p0=%4d %-8s %.4f ms %6.1f TFLOP/s (vs wmma rel %.1e)\n", glob ? "global" : "swa",
-                       p0, var < 0 ? "wmma" : warps[var] == 8 ? "mma/8w" : warps[var] == 4 ? "mma/4w" : "mma/4w168",
-                       ms[3], flop / (ms[3] * 1e-3) / 1e12, err);
+                printf("  attn-bench %-6s p0=%4d %-9s %.4f ms %6.1f TFLOP/s (vs wmma rel %.1e)\n", glob ? "global" : "swa",
+                       p0, var < 0 ? "wmma" : name[var],
+                       ms[reps / 2], flop / (ms[reps / 2] * 1e-3) / 1e12, err);
                 CHECKF(err < TOL_BF16, "attention bench variant %d differs from wmma: %.3e", var, err);
             }
             cu_flash_warps = 0;
@@ -530,6 +534,11 @@ int main(void)
         return 77;
     }
     printf("test-cuda-kernels on %s\n", prop.name);
+    const char *ab = getenv("HYMBA_ATTN_BENCH");
+    if (ab && (!strcmp(ab, "only") || !strcmp(ab, "profile"))) {
+        bench_attention();
+        return failures ? 1 : 0;
+    }
     test_gemv(8960, 1600, 1, CU_GV_BF16, 1);
     test_gemv(1600, 5504, 1, CU_GV_PART, cu_gemv_splits(1600, 5504, 1, prop.multiProcessorCount));
     test_gemv(1600, 3200, 3, CU_GV_PART, cu_gemv_splits(1600, 3200, 3, prop.multiProcessorCount));

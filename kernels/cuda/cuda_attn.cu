@@ -495,20 +495,22 @@ cudaError_t cu_attn_flash_wmma(const bf16 *u, int ldu, int n, const cu_desc *des
  * fp32 (base 2, scale folded with log2 e); P rounded to bf16 for P.V, the row
  * sum over the unrounded P; rows without a visible key give 0.
  */
-#define MMA_K 64         /* keys per tile */
+#define MMA_K 64         /* keys per shared-memory tile */
 
-int cu_flash_warps = 0;  /* mma kernel variant: 4 (4 warps), 3 (4 warps, 168 registers), else 8 warps */
+int cu_flash_warps = 0;
 
-template <int DQ, int DV, int NW>
+/* Shared memory of a block of nw warps: Q [16 nw][LQ], K [2][MMA_K][LQ], V [2][MMA_K][LV]; the output
+ * is staged in the K/V buffers at the end ([16 nw][LO] fits there for nw <= 8). */
+template <int DQ, int DV>
 struct mma_smem {
-    static constexpr int BM = 16 * NW;                  /* packed rows per block */
     static constexpr int LQ = DQ + 8, LV = DV + 8;      /* padded rows: ldmatrix phases hit 8 distinct 16-byte bank groups */
     static constexpr int LO = DV + 8;                   /* output staging row */
-    static constexpr size_t q = 0;                                      /* Q [BM][LQ] */
-    static constexpr size_t k = q + (size_t)BM * LQ * 2;                /* K [2][MMA_K][LQ] */
-    static constexpr size_t v = k + (size_t)2 * MMA_K * LQ * 2;         /* V [2][MMA_K][LV] */
-    static constexpr size_t bytes = v + (size_t)2 * MMA_K * LV * 2;
-    static_assert((size_t)BM * LO * 2 <= bytes - k, "output staging reuses the K/V buffers");
+    static constexpr size_t kv = (size_t)2 * MMA_K * (LQ + LV) * 2;
+    static_assert((size_t)16 * 8 * LO * 2 <= kv, "output staging reuses the K/V buffers");
+    static __host__ __device__ size_t k(int nw) { return (size_t)16 * nw * LQ * 2; }
+    static __host__ __device__ size_t v(int nw) { return k(nw) + (size_t)2 * MMA_K * LQ * 2; }
+    static __host__ __device__ size_t bytes(int nw) { return k(nw) + kv; }   /* then int rowtab[2][MMA_K] */
+    static __host__ __device__ size_t total(int nw) { return bytes(nw) + 2 * MMA_K * 4; }
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p)
@@ -560,18 +562,20 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-/* u [n][ldu]: q of token t, head h at u[t*ldu + h*DQ]; att [n][nh*DV] bf16. */
-template <int DQ, int DV, int NW, int MINB>
-__global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int ldu, int n, const cu_desc *desc,
+/* u [n][ldu]: q of token t, head h at u[t*ldu + h*DQ]; att [n][nh*DV] bf16.  Block: blockDim.x / 32 <=
+ * MAXW warps; MINB blocks per SM bound the registers; QREG: Q fragments stay in registers (else they
+ * are reloaded from shared memory per tile, for register budgets that would spill). */
+template <int DQ, int DV, int MAXW, int MINB, bool QREG>
+__global__ void __launch_bounds__(MAXW * 32, MINB) k_attn_mma(const bf16 *u, int ldu, int n, const cu_desc *desc,
                                                            int kv_layer, int nh, int nkv, float scale_log2,
                                                            cu_kvgeom g, bf16 *att)
 {
-    typedef mma_smem<DQ, DV, NW> L;
-    constexpr int BM = L::BM, NT = NW * 32;
+    typedef mma_smem<DQ, DV> L;
+    const int NT = blockDim.x, NW = NT >> 5, BM = 16 * NW;   /* packed rows per block */
     extern __shared__ __align__(128) unsigned char smraw[];
-    bf16 *Qs = reinterpret_cast<bf16 *>(smraw + L::q);
-    bf16 *Ks = reinterpret_cast<bf16 *>(smraw + L::k);
-    bf16 *Vs = reinterpret_cast<bf16 *>(smraw + L::v);
+    bf16 *Qs = reinterpret_cast<bf16 *>(smraw);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smraw + L::k(NW));
+    bf16 *Vs = reinterpret_cast<bf16 *>(smraw + L::v(NW));
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int G = nh / nkv, kvh = blockIdx.y, rows = n * G;
@@ -591,38 +595,40 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int l
         else
             *reinterpret_cast<uint4 *>(dst) = zero;
     }
+    /* Cache row of each key of a tile (slot * nkv + kvh; -1 past the last key), double-buffered and
+     * filled one tile ahead by the first MMA_K threads, so that the loads below are plain gathers. */
+    int *rowtab = reinterpret_cast<int *>(smraw + L::bytes(NW));   /* [2][MMA_K] */
+    auto fill_rows = [&](int tile) {
+        const int k = tile * MMA_K + tid;
+        if (tid < MMA_K)
+            rowtab[(tile & 1) * MMA_K + tid] = k < ks.n ? kv_slot(g, key_pos(ks, k)) * nkv + kvh : -1;
+    };
     /* keys past the end are zero-filled: P is 0 there, and 0 * garbage could be NaN */
-    auto load_kv = [&](int kt, int buf) {
+    auto load_kv = [&](int tile) {
+        const int buf = tile & 1;
+        const int *rt = rowtab + buf * MMA_K;
         bf16 *kb = Ks + buf * MMA_K * L::LQ, *vb = Vs + buf * MMA_K * L::LV;
-        /* the tile's non-meta keys are consecutive positions: one ring modulo per tile (kv_slot per key otherwise) */
-        const int first = max(kt, ks.nmeta);
-        const int rb = g.is_global ? 0 : (key_pos(ks, first) - g.n_meta) % g.ring;
-        auto slot_of = [&](int k) -> int {
-            if (g.is_global || k < ks.nmeta)
-                return key_pos(ks, k);
-            int r = rb + (k - first);
-            if (r >= g.ring)
-                r = g.ring >= MMA_K ? r - g.ring : r % g.ring;
-            return g.n_meta + r;
-        };
         for (int i = tid; i < MMA_K * (DQ / 8); i += NT) {
-            const int r = i / (DQ / 8), c = i % (DQ / 8);
+            const int r = i / (DQ / 8), c = i % (DQ / 8), row = rt[r];
             bf16 *dst = kb + r * L::LQ + c * 8;
-            if (kt + r < ks.n)
-                cp_async16(dst, K + ((size_t)slot_of(kt + r) * nkv + kvh) * DQ + c * 8);
+            if (row >= 0)
+                cp_async16(dst, K + (size_t)row * DQ + c * 8);
             else
                 *reinterpret_cast<uint4 *>(dst) = zero;
         }
         for (int i = tid; i < MMA_K * (DV / 8); i += NT) {
-            const int r = i / (DV / 8), c = i % (DV / 8);
+            const int r = i / (DV / 8), c = i % (DV / 8), row = rt[r];
             bf16 *dst = vb + r * L::LV + c * 8;
-            if (kt + r < ks.n)
-                cp_async16(dst, V + ((size_t)slot_of(kt + r) * nkv + kvh) * DV + c * 8);
+            if (row >= 0)
+                cp_async16(dst, V + (size_t)row * DV + c * 8);
             else
                 *reinterpret_cast<uint4 *>(dst) = zero;
         }
     };
-    load_kv(0, 0);
+    fill_rows(0);
+    fill_rows(1);
+    __syncthreads();
+    load_kv(0);
     cp_async_commit();
 
     /* this thread's accumulator rows: qr and qr + 8 of the warp's 16; columns qc, qc + 1 of each 8 */
@@ -632,7 +638,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int l
     for (int i = 0; i < 2; i++)
         qpos[i] = p0 + min(R0 + warp * 16 + qr + 8 * i, rows - 1) / G;   /* padding rows: any valid position */
 
-    uint32_t qf[DQ / 16][4];
+    uint32_t qf[QREG ? DQ / 16 : 1][4];
     float o[DV / 8][4];
 #pragma unroll
     for (int d = 0; d < DV / 8; d++)
@@ -645,9 +651,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int l
         cp_async_wait_all();
         __syncthreads();   /* tile it landed for all threads; every warp is done with tile it-1's buffer */
         if (it + 1 < ntiles)
-            load_kv(kt + MMA_K, (it + 1) & 1);
+            load_kv(it + 1);
         cp_async_commit();
-        if (it == 0) {
+        /* rows of tile it+2 into the table half that tile it's loads read (all issued before the barrier) */
+        if (it + 2 < ntiles)
+            fill_rows(it + 2);
+        if (QREG && it == 0) {
 #pragma unroll
             for (int kk = 0; kk < DQ / 16; kk++)
                 ldsm_x4(qf[kk], Qs + (warp * 16 + (lane & 15)) * L::LQ + kk * 16 + (lane >> 4) * 8);
@@ -661,12 +670,15 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int l
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < DQ / 16; kk++) {
+            uint32_t *qa = qf[QREG ? kk : 0];
+            if (!QREG)
+                ldsm_x4(qa, Qs + (warp * 16 + (lane & 15)) * L::LQ + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
             for (int np = 0; np < MMA_K / 16; np++) {
                 uint32_t b[4];
                 ldsm_x4(b, kb + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * L::LQ + kk * 16 + ((lane >> 3) & 1) * 8);
-                mma16816(s[2 * np], qf[kk], b[0], b[1]);
-                mma16816(s[2 * np + 1], qf[kk], b[2], b[3]);
+                mma16816(s[2 * np], qa, b[0], b[1]);
+                mma16816(s[2 * np + 1], qa, b[2], b[3]);
             }
         }
 
@@ -678,52 +690,64 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int l
                 full = p0 + tlast - key_pos(ks, first) <= g.window;
         }
         if (!full) {
+            /* visible keys of each row, as logical key indices: [0, vmeta) and [vlo, vhi] (see keys_of) */
+            int vmeta[2], vlo[2], vhi[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                vmeta[i] = min(ks.nmeta, qpos[i] + 1);
+                vlo[i] = ks.nmeta + (g.is_global ? 0 : max(qpos[i] - g.window - ks.lo, 0));
+                vhi[i] = ks.nmeta + qpos[i] - ks.lo;
+            }
 #pragma unroll
             for (int j = 0; j < MMA_K / 8; j++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int key = kt + j * 8 + qc + (e & 1), kp = key_pos(ks, key), qp = qpos[e >> 1];
-                    const bool vis = key < ks.n && kp <= qp && (g.is_global || kp < g.n_meta || qp - kp <= g.window);
-                    if (!vis)
+                    const int key = kt + j * 8 + qc + (e & 1), i = e >> 1;
+                    if (!(key < vmeta[i] || (key >= vlo[i] && key <= vhi[i])))
                         s[j][e] = -INFINITY;
                 }
             }
         }
 
-        /* online softmax; a row's 4 quad lanes hold its columns */
+        /* online softmax on raw scores (scale > 0 commutes with max); p = 2^(s*scale*log2e - m*scale*log2e);
+         * a row's 4 quad lanes hold its columns */
         float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
         for (int j = 0; j < MMA_K / 8; j++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[j][e] *= scale_log2;
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
-            }
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
         }
-        float msub[2];
+        float msc[2], alpha[2];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
             const float mnew = fmaxf(mrow[i], mx[i]);
-            msub[i] = mnew == -INFINITY ? 0.0f : mnew;   /* no visible key yet: P = 0, no NaN */
-            const float alpha = ex2(mrow[i] - msub[i]);
+            msc[i] = mnew == -INFINITY ? 0.0f : mnew * scale_log2;   /* no visible key yet: P = 0, no NaN */
+            alpha[i] = mnew == mrow[i] ? 1.0f : ex2(mrow[i] * scale_log2 - msc[i]);
             mrow[i] = mnew;
-            lrow[i] *= alpha;
+            lrow[i] *= alpha[i];
+        }
+        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {   /* the max moved: rescale O */
 #pragma unroll
             for (int d = 0; d < DV / 8; d++) {
-                o[d][2 * i] *= alpha;
-                o[d][2 * i + 1] *= alpha;
+                o[d][0] *= alpha[0];
+                o[d][1] *= alpha[0];
+                o[d][2] *= alpha[1];
+                o[d][3] *= alpha[1];
             }
         }
+        float ls[2][2] = { { 0.0f, 0.0f }, { 0.0f, 0.0f } };   /* two partial sums per row: shorter add chains */
 #pragma unroll
         for (int j = 0; j < MMA_K / 8; j++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[j][e] = ex2(s[j][e] - msub[e >> 1]);
-                lrow[e >> 1] += s[j][e];
-            }
+            for (int e = 0; e < 4; e++)
+                s[j][e] = ex2(fmaf(s[j][e], scale_log2, -msc[e >> 1]));
+            ls[0][j & 1] += s[j][0] + s[j][1];
+            ls[1][j & 1] += s[j][2] + s[j][3];
         }
+        lrow[0] += ls[0][0] + ls[0][1];
+        lrow[1] += ls[1][0] + ls[1][1];
 
         /* O += P V, P rounded to bf16; the S accumulators of two key octets form one A fragment */
 #pragma unroll
@@ -771,33 +795,108 @@ __global__ void __launch_bounds__(NW * 32, MINB) k_attn_mma(const bf16 *u, int l
     }
 }
 
-template <int DQ, int DV, int NW, int MINB>
-static cudaError_t mma_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+template <int DQ, int DV, int MAXW, int MINB, bool QREG>
+static cudaError_t mma_launch(int nw, const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
                               int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
 {
-    auto kern = k_attn_mma<DQ, DV, NW, MINB>;
-    size_t smem = mma_smem<DQ, DV, NW>::bytes;
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    auto kern = k_attn_mma<DQ, DV, MAXW, MINB, QREG>;
+    size_t smem = mma_smem<DQ, DV>::total(nw);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)mma_smem<DQ, DV>::total(MAXW));
     if (e != cudaSuccess)
         return e;
-    constexpr int BM = 16 * NW;
-    const int G = nh / nkv;
+    const int G = nh / nkv, BM = 16 * nw;
     dim3 grid((unsigned)(((size_t)n * G + BM - 1) / BM), nkv);
-    kern<<<grid, NW * 32, smem, s>>>(u, ldu, n, desc, kv_layer, nh, nkv, scale * 1.4426950408889634f, g, att);
+    kern<<<grid, nw * 32, smem, s>>>(u, ldu, n, desc, kv_layer, nh, nkv, scale * 1.4426950408889634f, g, att);
     return cudaGetLastError();
 }
 
+struct sm_info {
+    int n_sm, smem_sm;
+};
+
+static sm_info mma_sm_info()
+{
+    static sm_info si;
+    if (!si.n_sm) {
+        int dev = 0, v = 0;
+        cudaGetDevice(&dev);
+        si.smem_sm = cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess ? v : 0;
+        si.n_sm = cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0 ? v : 1;
+    }
+    return si;
+}
+
+/* Blocks of nw warps resident per SM: the register bound of the launch (regs per thread) and shared memory. */
 template <int DQ, int DV>
-static cudaError_t mma_pick(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+static int mma_per_sm(const sm_info &si, int nw, int regs)
+{
+    const int by_regs = 65536 / (nw * 32 * regs);
+    const int by_smem = (int)((size_t)si.smem_sm / (mma_smem<DQ, DV>::total(nw) + 1024));
+    return by_regs < by_smem ? by_regs : by_smem;
+}
+
+/*
+ * Warps per block for the 128-register kernel.  A pass is one wave (blocks are resident at once up to
+ * the SM's limits) and SMs take blocks round-robin, so the busiest SM holds ceil(blocks / SMs) blocks:
+ * choose the block height that minimises the rows on it (ties: more warps; 4..8 warps, and the count
+ * must fit the SM's register and shared-memory limits, else the pass needs a second wave).
+ */
+template <int DQ, int DV>
+static int mma_warps(const sm_info &si, int rows_total, int nkv)
+{
+    int best = 8;
+    long best_cost = -1;
+    for (int nw = 8; nw >= 4; nw--) {
+        const long blocks = (long)((rows_total + 16 * nw - 1) / (16 * nw)) * nkv;
+        const long slots = (long)mma_per_sm<DQ, DV>(si, nw, 128) * si.n_sm;
+        long cost = (blocks + si.n_sm - 1) / si.n_sm * 16 * nw;
+        if (blocks > slots)
+            cost += cost;   /* a second wave */
+        if (best_cost < 0 || cost < best_cost) {
+            best_cost = cost;
+            best = nw;
+        }
+    }
+    return best;
+}
+
+/* Keys visible to the query at combined position p (meta keys, window, causal). */
+static int mma_vis_keys(const cu_kvgeom &g, int p)
+{
+    if (g.is_global)
+        return p + 1;
+    const int lo = g.n_meta > p - g.window ? g.n_meta : p - g.window;
+    return (p + 1 < g.n_meta ? p + 1 : g.n_meta) + (p + 1 - lo > 0 ? p + 1 - lo : 0);
+}
+
+/*
+ * Two builds of the kernel: 4 warps with up to 168 registers (3 blocks per SM, Q fragments in
+ * registers, no spills: the faster one per SM), and 4..8 warps at 128 registers (2..3 blocks per SM)
+ * whose block height is chosen against wave quantisation.  The 168-register build is taken when its
+ * blocks fit in one wave, or when the pass is skewed (the first row sees at most half the keys of the
+ * last: row tiles start heaviest first, so the blocks of a second wave are light ones).  Passes where
+ * every row sees about the same number of keys (a full window) take the 128-register build, in one wave.
+ */
+template <int DQ, int DV>
+static cudaError_t mma_pick(const bf16 *u, int ldu, int n, const cu_desc *desc, int pos, int kv_layer, int nh,
                             int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
 {
-    /* registers: O DV/2, S 32, Q fragments DQ/4 per thread; 128 per thread when they fit, else fewer blocks */
-    constexpr int MT = DV / 2 + DQ / 4 <= 80 ? 512 : 384;
-    if (cu_flash_warps == 4)
-        return mma_launch<DQ, DV, 4, MT / 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
-    if (cu_flash_warps == 3)   /* 4 warps, 3 blocks per SM: up to 168 registers */
-        return mma_launch<DQ, DV, 4, 3>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
-    return mma_launch<DQ, DV, 8, MT / 256>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    /* registers per thread: O DV/2, S 32, Q fragments DQ/4, plus addressing; at 128 the Q fragments
+     * are reloaded per tile once they would not fit */
+    constexpr bool QFIT = DV / 2 + DQ / 4 <= 64;
+    const sm_info si = mma_sm_info();
+    const int rows_total = n * (nh / nkv);
+    bool narrow = cu_flash_warps < 0;
+    if (cu_flash_warps == 0) {
+        const long blocks = (long)((rows_total + 63) / 64) * nkv;
+        const long slots = (long)mma_per_sm<DQ, DV>(si, 4, 168) * si.n_sm;
+        narrow = blocks <= slots || (pos >= 0 && 2 * mma_vis_keys(g, pos) <= mma_vis_keys(g, pos + n - 1));
+    }
+    if (narrow)
+        return mma_launch<DQ, DV, 4, 3, true>(4, u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    const int nw = cu_flash_warps >= 4 && cu_flash_warps <= 8 ? cu_flash_warps : mma_warps<DQ, DV>(si, rows_total, nkv);
+    return mma_launch<DQ, DV, 8, 2, QFIT>(nw, u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
 }
 
 static int mma_supported(int dq, int dv)
@@ -811,21 +910,21 @@ int cu_attn_flash_supported(int dq, int dv)
     return mma_supported(dq, dv) || wmma_supported(dq, dv);
 }
 
-cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int pos, int kv_layer,
                           int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
                           bf16 *att, cudaStream_t s)
 {
     if (nh % nkv || (ldu & 7))
         return cudaErrorInvalidValue;
     if (dq == 16 && dv == 32)
-        return mma_pick<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<16, 32>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 32 && dv == 64)
-        return mma_pick<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<32, 64>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 64 && dv == 64)
-        return mma_pick<64, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<64, 64>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 64 && dv == 128)
-        return mma_pick<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<64, 128>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 128 && dv == 128)
-        return mma_pick<128, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<128, 128>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     return cu_attn_flash_wmma(u, ldu, n, desc, kv_layer, nh, nkv, dq, dv, scale, g, att, s);
 }
