@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
+#include <algorithm>
 #include "kernels/cuda/cuda_kernels.cuh"
 
 /* bf16 outputs carry ~2^-9 relative rounding; accumulation order adds a little. */
@@ -254,17 +255,102 @@ static void test_attention(const attn_case &c, int P, int n)
                c.dq, c.dv, c.nh / c.nkv, c.is_global ? "global" : "swa", P, n, e);
         CHECKF(e < TOL_BF16, "attention split rel err %.3e", e);
     }
-    if (cu_attn_flash_supported(c.dq, c.dv)) {
-        CU(cudaMemset(att, 0xff, (size_t)n * di * 2));
-        CU(cu_attn_flash(dU, ldu, n, ddesc, 0, c.nh, c.nkv, c.dq, c.dv, 1.0f / sqrtf((float)c.dq), g, att, 0));
+    /* variants of the mma kernel: chosen per pass, 8 and 5 warps (128 registers), 4 warps at 168 */
+    for (int var = 0; var < 4 && cu_attn_flash_supported(c.dq, c.dv); var++) {
+        static const int warps[4] = { 0, 8, 5, -1 };
+        cu_flash_warps = warps[var];
+        CU(cudaMemset(att, 0xff, (size_t)n * di * 2));   /* NaN: unwritten outputs fail */
+        CU(cu_attn_flash(dU, ldu, n, ddesc, p0, 0, c.nh, c.nkv, c.dq, c.dv, 1.0f / sqrtf((float)c.dq), g, att, 0));
         CU(cudaDeviceSynchronize());
         double e = rel(host_bf(att, (size_t)n * di), ref);
-        printf("  attn flash dq=%d dv=%d %s P=%d n=%d: rel err %.2e\n", c.dq, c.dv, c.is_global ? "global" : "swa",
-               P, n, e);
+        printf("  attn flash/%d dq=%d dv=%d G=%d %s P=%d n=%d: rel err %.2e\n", warps[var], c.dq, c.dv,
+               c.nh / c.nkv, c.is_global ? "global" : "swa", P, n, e);
         CHECKF(e < TOL_BF16, "attention flash rel err %.3e", e);
+        cu_flash_warps = 0;
     }
     cudaFree(dK); cudaFree(dV); cudaFree(dU); cudaFree(dtab); cudaFree(ddesc);
     cudaFree(ml); cudaFree(o); cudaFree(att); cudaFree(merged); cudaFree(ones); cudaFree(zeros_ssm);
+}
+
+/*
+ * HYMBA_ATTN_BENCH=1: times the prefill attention kernels on the 1.5B shapes
+ * (25 query heads, 5 KV heads, dq 64, dv 128, 128 meta tokens, window 1024,
+ * ring window + 1024) for 1024-row passes at positions 0 and 1024 (the two
+ * passes of a 2048-token prefill), SWA and global.  Median of 7 runs of 10
+ * launches (cudaEvents); TFLOP/s counts 2 * visible keys * (dq + dv) per
+ * query row and head.  Each mma variant is also compared with the wmma kernel.
+ * HYMBA_ATTN_BENCH=only or =profile skips the other tests.
+ */
+static void bench_attention(void)
+{
+    const int nh = 25, nkv = 5, dq = 64, dv = 128, n_meta = 128, window = 1024, ring = window + 1024;
+    const int n = 1024, slots = n_meta + ring > 2048 ? n_meta + ring : 2048;
+    const int ldu = nh * dq + nkv * (dq + dv), di = nh * dv;
+    bf16 *dK = dev_bf(rand_bf((size_t)slots * nkv * dq, 1.0f)), *dV = dev_bf(rand_bf((size_t)slots * nkv * dv, 1.0f));
+    bf16 *dU = dev_bf(rand_bf((size_t)n * ldu, 1.0f));
+    bf16 *kvtab[2] = { dK, dV };
+    bf16 **dtab = dev_from(std::vector<bf16 *>(kvtab, kvtab + 2));
+    bf16 *att, *att_ref;
+    CU(cudaMalloc(&att, (size_t)n * di * 2));
+    CU(cudaMalloc(&att_ref, (size_t)n * di * 2));
+    /* HYMBA_ATTN_BENCH=profile: one timed launch per variant (for ncu) */
+    const int prof = !strcmp(getenv("HYMBA_ATTN_BENCH"), "profile"), reps = prof ? 1 : 7, per = prof ? 1 : 10;
+    cudaEvent_t e0, e1;
+    CU(cudaEventCreate(&e0));
+    CU(cudaEventCreate(&e1));
+    printf("  attention bench (1.5B shapes, n=%d rows per pass): kernel, ms per launch, TFLOP/s\n", n);
+    for (int glob = 0; glob < 2; glob++)
+        for (int p0 = 0; p0 <= 1024; p0 += 1024) {
+            cu_kvgeom g = { glob, n_meta, ring, window };
+            cu_desc *ddesc = dev_from(std::vector<cu_desc>(1, cu_desc{ p0, 0, NULL, NULL, dtab }));
+            double flop = 0;
+            for (int t = 0; t < n; t++) {
+                int p = p0 + t;
+                int keys = glob ? p + 1 : (p + 1 < n_meta ? p + 1 : n_meta) +
+                                              (p + 1 - (n_meta > p - window ? n_meta : p - window) > 0
+                                                   ? p + 1 - (n_meta > p - window ? n_meta : p - window) : 0);
+                flop += 2.0 * keys * (dq + dv) * nh;
+            }
+            CU(cu_attn_flash_wmma(dU, ldu, n, ddesc, 0, nh, nkv, dq, dv, 0.125f, g, att_ref, 0));
+            std::vector<float> refh = host_bf(att_ref, (size_t)n * di);
+            std::vector<double> refd(refh.begin(), refh.end());
+            for (int var = -1; var < 4; var++) {
+                static const int warps[4] = { 0, 8, 6, -1 };
+                static const char *name[4] = { "auto", "8w", "6w", "4w168" };
+                cu_flash_warps = var < 0 ? 0 : warps[var];
+                auto launch = [&]() {
+                    if (var < 0)
+                        CU(cu_attn_flash_wmma(dU, ldu, n, ddesc, 0, nh, nkv, dq, dv, 0.125f, g, att, 0));
+                    else
+                        CU(cu_attn_flash(dU, ldu, n, ddesc, p0, 0, nh, nkv, dq, dv, 0.125f, g, att, 0));
+                };
+                CU(cudaMemset(att, 0xff, (size_t)n * di * 2));
+                launch();
+                CU(cudaDeviceSynchronize());
+                double err = rel(host_bf(att, (size_t)n * di), refd);
+                std::vector<float> ms;
+                for (int rep = 0; rep < reps; rep++) {
+                    CU(cudaEventRecord(e0, 0));
+                    for (int k = 0; k < per; k++)
+                        launch();
+                    CU(cudaEventRecord(e1, 0));
+                    CU(cudaEventSynchronize(e1));
+                    float m;
+                    CU(cudaEventElapsedTime(&m, e0, e1));
+                    ms.push_back(m / per);
+                }
+                std::sort(ms.begin(), ms.end());
+                printf("  attn-bench %-6s p0=%4d %-9s %.4f ms %6.1f TFLOP/s (vs wmma rel %.1e)\n", glob ? "global" : "swa",
+                       p0, var < 0 ? "wmma" : name[var],
+                       ms[reps / 2], flop / (ms[reps / 2] * 1e-3) / 1e12, err);
+                CHECKF(err < TOL_BF16, "attention bench variant %d differs from wmma: %.3e", var, err);
+            }
+            cu_flash_warps = 0;
+            cudaFree(ddesc);
+        }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(dK); cudaFree(dV); cudaFree(dU); cudaFree(dtab); cudaFree(att); cudaFree(att_ref);
 }
 
 /* ---------------------------------------------------------------- SSM */
@@ -448,6 +534,11 @@ int main(void)
         return 77;
     }
     printf("test-cuda-kernels on %s\n", prop.name);
+    const char *ab = getenv("HYMBA_ATTN_BENCH");
+    if (ab && (!strcmp(ab, "only") || !strcmp(ab, "profile"))) {
+        bench_attention();
+        return failures ? 1 : 0;
+    }
     test_gemv(8960, 1600, 1, CU_GV_BF16, 1);
     test_gemv(1600, 5504, 1, CU_GV_PART, cu_gemv_splits(1600, 5504, 1, prop.multiProcessorCount));
     test_gemv(1600, 3200, 3, CU_GV_PART, cu_gemv_splits(1600, 3200, 3, prop.multiProcessorCount));
@@ -460,6 +551,15 @@ int main(void)
     test_attention(attn_case{ 4, 2, 16, 32, 8, 16, 0, 16 + 40 }, 8 + 90, 37);
     test_attention(attn_case{ 5, 1, 32, 64, 16, 32, 0, 32 + 20 }, 16 + 20, 20);
     test_attention(attn_case{ 8, 2, 8, 32, 3, 5, 0, 5 + 30 }, 3 + 40, 29);
+    /* flash paths: a pass wrapping the ring, n not a multiple of any tile; a pass from position 0 over
+     * the meta rows; GQA 3 and 8 packings, MHA; head sizes 64/64 and 128/128 */
+    test_attention(attn_case{ 25, 5, 64, 128, 128, 1024, 0, 1024 + 1024 }, 128 + 2600, 333);
+    test_attention(attn_case{ 25, 5, 64, 128, 128, 1024, 0, 1024 + 1024 }, 300, 300);
+    test_attention(attn_case{ 24, 8, 64, 64, 16, 100, 0, 100 + 200 }, 16 + 400, 200);
+    test_attention(attn_case{ 8, 1, 128, 128, 0, 0, 1, 0 }, 250, 150);
+    test_attention(attn_case{ 4, 4, 32, 64, 8, 40, 0, 40 + 100 }, 8 + 150, 77);
+    if (getenv("HYMBA_ATTN_BENCH"))
+        bench_attention();
     test_scan(320, 10, 200, 5);
     test_scan(3200, 100, 64, 3);
     test_resnorm(7, 1600);

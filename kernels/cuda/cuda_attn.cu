@@ -1,4 +1,4 @@
-/* cuda_attn.cu: attention over the K/V cache: split-over-keys kernel (decode, fallback prefill) and a tensor-core flash prefill. */
+/* cuda_attn.cu: attention over the K/V cache: split-over-keys kernel (decode, fallback prefill) and tensor-core flash prefills (mma.sync, wmma). */
 #include "kernels/cuda/cuda_kernels.cuh"
 #include <mma.h>
 #include <math.h>
@@ -444,14 +444,14 @@ __global__ void __launch_bounds__(128) k_attn_flash(const bf16 *u, int ldu, int 
     }
 }
 
-int cu_attn_flash_supported(int dq, int dv)
+static int wmma_supported(int dq, int dv)
 {
     return (dq == 16 && dv == 32) || (dq == 32 && dv == 64) || (dq == 64 && dv == 128);
 }
 
 template <int DQ, int DV>
-static cudaError_t flash_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
-                                int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+static cudaError_t wmma_launch(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+                               int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
 {
     size_t smem = flash_smem<DQ, DV>::bytes;
     cudaError_t e = cudaFuncSetAttribute(k_attn_flash<DQ, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -463,17 +463,470 @@ static cudaError_t flash_launch(const bf16 *u, int ldu, int n, const cu_desc *de
     return cudaGetLastError();
 }
 
-cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+cudaError_t cu_attn_flash_wmma(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+                               int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
+                               bf16 *att, cudaStream_t s)
+{
+    if (nh % nkv || (ldu & 7))
+        return cudaErrorInvalidValue;
+    if (dq == 16 && dv == 32)
+        return wmma_launch<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 32 && dv == 64)
+        return wmma_launch<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 64 && dv == 128)
+        return wmma_launch<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    return cudaErrorNotSupported;
+}
+
+/* ------------------------------------------------------ mma.sync flash prefill */
+
+/*
+ * FA2-style prefill: mma.sync m16n8k16 (bf16 in, fp32 accumulate) with Q
+ * fragments, S/P and the O accumulator in registers.  GQA is packed into
+ * the row dimension: block (row tile, kv head) owns BM = 16*NW "packed rows"
+ * r = t*G + j (token t, query head kvh*G + j), so each K/V tile staged in
+ * shared memory serves all G query heads of its KV head (G times less K/V
+ * traffic than a block per query head) and a block spans only ~BM/G
+ * positions (little causal waste).  Each warp owns 16 packed rows.  K/V
+ * tiles of MMA_K keys are double-buffered with cp.async: tile i+1 loads
+ * while tile i is computed.
+ *
+ * Numerics as the wmma kernel: s = q.k in fp32, scaled; online softmax in
+ * fp32 (base 2, scale folded with log2 e); P rounded to bf16 for P.V, the row
+ * sum over the unrounded P; rows without a visible key give 0.
+ */
+#define MMA_K 64         /* keys per shared-memory tile */
+
+int cu_flash_warps = 0;
+
+/* Shared memory of a block of nw warps: Q [16 nw][LQ], K [2][MMA_K][LQ], V [2][MMA_K][LV]; the output
+ * is staged in the K/V buffers at the end ([16 nw][LO] fits there for nw <= 8). */
+template <int DQ, int DV>
+struct mma_smem {
+    static constexpr int LQ = DQ + 8, LV = DV + 8;      /* padded rows: ldmatrix phases hit 8 distinct 16-byte bank groups */
+    static constexpr int LO = DV + 8;                   /* output staging row */
+    static constexpr size_t kv = (size_t)2 * MMA_K * (LQ + LV) * 2;
+    static_assert((size_t)16 * 8 * LO * 2 <= kv, "output staging reuses the K/V buffers");
+    static __host__ __device__ size_t k(int nw) { return (size_t)16 * nw * LQ * 2; }
+    static __host__ __device__ size_t v(int nw) { return k(nw) + (size_t)2 * MMA_K * LQ * 2; }
+    static __host__ __device__ size_t bytes(int nw) { return k(nw) + kv; }   /* then int rowtab[2][MMA_K] */
+    static __host__ __device__ size_t total(int nw) { return bytes(nw) + 2 * MMA_K * 4; }
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+/* c += a b: a 16x16 (row), b 16x8 (col), bf16; c fp32 */
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* u [n][ldu]: q of token t, head h at u[t*ldu + h*DQ]; att [n][nh*DV] bf16.  Block: blockDim.x / 32 <=
+ * MAXW warps; MINB blocks per SM bound the registers; QREG: Q fragments stay in registers (else they
+ * are reloaded from shared memory per tile, for register budgets that would spill). */
+template <int DQ, int DV, int MAXW, int MINB, bool QREG>
+__global__ void __launch_bounds__(MAXW * 32, MINB) k_attn_mma(const bf16 *u, int ldu, int n, const cu_desc *desc,
+                                                           int kv_layer, int nh, int nkv, float scale_log2,
+                                                           cu_kvgeom g, bf16 *att)
+{
+    typedef mma_smem<DQ, DV> L;
+    const int NT = blockDim.x, NW = NT >> 5, BM = 16 * NW;   /* packed rows per block */
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smraw);
+    bf16 *Ks = reinterpret_cast<bf16 *>(smraw + L::k(NW));
+    bf16 *Vs = reinterpret_cast<bf16 *>(smraw + L::v(NW));
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int G = nh / nkv, kvh = blockIdx.y, rows = n * G;
+    const int R0 = (gridDim.x - 1 - blockIdx.x) * BM;   /* late (long) row tiles start first */
+    const int t0 = R0 / G, tlast = min(n - 1, (R0 + BM - 1) / G);
+    const int p0 = desc->pos;
+    const bf16 *K = desc->kv[2 * kv_layer];   /* [slots][nkv][DQ] */
+    const bf16 *V = desc->kv[2 * kv_layer + 1];   /* [slots][nkv][DV] */
+    const keyset ks = keys_of(g, p0 + t0, p0 + tlast);
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+
+    for (int i = tid; i < BM * (DQ / 8); i += NT) {
+        const int r = i / (DQ / 8), c = i % (DQ / 8), R = R0 + r;
+        bf16 *dst = Qs + r * L::LQ + c * 8;
+        if (R < rows)
+            cp_async16(dst, u + (size_t)(R / G) * ldu + (kvh * G + R % G) * DQ + c * 8);
+        else
+            *reinterpret_cast<uint4 *>(dst) = zero;
+    }
+    /* Cache row of each key of a tile (slot * nkv + kvh; -1 past the last key), double-buffered and
+     * filled one tile ahead by the first MMA_K threads, so that the loads below are plain gathers. */
+    int *rowtab = reinterpret_cast<int *>(smraw + L::bytes(NW));   /* [2][MMA_K] */
+    auto fill_rows = [&](int tile) {
+        const int k = tile * MMA_K + tid;
+        if (tid < MMA_K)
+            rowtab[(tile & 1) * MMA_K + tid] = k < ks.n ? kv_slot(g, key_pos(ks, k)) * nkv + kvh : -1;
+    };
+    /* keys past the end are zero-filled: P is 0 there, and 0 * garbage could be NaN */
+    auto load_kv = [&](int tile) {
+        const int buf = tile & 1;
+        const int *rt = rowtab + buf * MMA_K;
+        bf16 *kb = Ks + buf * MMA_K * L::LQ, *vb = Vs + buf * MMA_K * L::LV;
+        for (int i = tid; i < MMA_K * (DQ / 8); i += NT) {
+            const int r = i / (DQ / 8), c = i % (DQ / 8), row = rt[r];
+            bf16 *dst = kb + r * L::LQ + c * 8;
+            if (row >= 0)
+                cp_async16(dst, K + (size_t)row * DQ + c * 8);
+            else
+                *reinterpret_cast<uint4 *>(dst) = zero;
+        }
+        for (int i = tid; i < MMA_K * (DV / 8); i += NT) {
+            const int r = i / (DV / 8), c = i % (DV / 8), row = rt[r];
+            bf16 *dst = vb + r * L::LV + c * 8;
+            if (row >= 0)
+                cp_async16(dst, V + (size_t)row * DV + c * 8);
+            else
+                *reinterpret_cast<uint4 *>(dst) = zero;
+        }
+    };
+    fill_rows(0);
+    fill_rows(1);
+    __syncthreads();
+    load_kv(0);
+    cp_async_commit();
+
+    /* this thread's accumulator rows: qr and qr + 8 of the warp's 16; columns qc, qc + 1 of each 8 */
+    const int qr = lane >> 2, qc = (lane & 3) * 2;
+    int qpos[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+        qpos[i] = p0 + min(R0 + warp * 16 + qr + 8 * i, rows - 1) / G;   /* padding rows: any valid position */
+
+    uint32_t qf[QREG ? DQ / 16 : 1][4];
+    float o[DV / 8][4];
+#pragma unroll
+    for (int d = 0; d < DV / 8; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float mrow[2] = { -INFINITY, -INFINITY }, lrow[2] = { 0.0f, 0.0f };
+
+    const int ntiles = (ks.n + MMA_K - 1) / MMA_K;
+    for (int it = 0; it < ntiles; it++) {
+        const int kt = it * MMA_K;
+        cp_async_wait_all();
+        __syncthreads();   /* tile it landed for all threads; every warp is done with tile it-1's buffer */
+        if (it + 1 < ntiles)
+            load_kv(it + 1);
+        cp_async_commit();
+        /* rows of tile it+2 into the table half that tile it's loads read (all issued before the barrier) */
+        if (it + 2 < ntiles)
+            fill_rows(it + 2);
+        if (QREG && it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < DQ / 16; kk++)
+                ldsm_x4(qf[kk], Qs + (warp * 16 + (lane & 15)) * L::LQ + kk * 16 + (lane >> 4) * 8);
+        }
+        const bf16 *kb = Ks + (it & 1) * MMA_K * L::LQ, *vb = Vs + (it & 1) * MMA_K * L::LV;
+
+        /* S = Q K^T: 16 rows x MMA_K keys per warp */
+        float s[MMA_K / 8][4];
+#pragma unroll
+        for (int j = 0; j < MMA_K / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DQ / 16; kk++) {
+            uint32_t *qa = qf[QREG ? kk : 0];
+            if (!QREG)
+                ldsm_x4(qa, Qs + (warp * 16 + (lane & 15)) * L::LQ + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int np = 0; np < MMA_K / 16; np++) {
+                uint32_t b[4];
+                ldsm_x4(b, kb + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * L::LQ + kk * 16 + ((lane >> 3) & 1) * 8);
+                mma16816(s[2 * np], qa, b[0], b[1]);
+                mma16816(s[2 * np + 1], qa, b[2], b[3]);
+            }
+        }
+
+        /* mask only tiles that are not visible to every row of the block */
+        bool full = kt + MMA_K <= ks.n && key_pos(ks, kt + MMA_K - 1) <= p0 + t0;
+        if (full && !g.is_global) {
+            const int first = max(kt, ks.nmeta);   /* first non-meta key of the tile */
+            if (first < kt + MMA_K)
+                full = p0 + tlast - key_pos(ks, first) <= g.window;
+        }
+        if (!full) {
+            /* visible keys of each row, as logical key indices: [0, vmeta) and [vlo, vhi] (see keys_of) */
+            int vmeta[2], vlo[2], vhi[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                vmeta[i] = min(ks.nmeta, qpos[i] + 1);
+                vlo[i] = ks.nmeta + (g.is_global ? 0 : max(qpos[i] - g.window - ks.lo, 0));
+                vhi[i] = ks.nmeta + qpos[i] - ks.lo;
+            }
+#pragma unroll
+            for (int j = 0; j < MMA_K / 8; j++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = kt + j * 8 + qc + (e & 1), i = e >> 1;
+                    if (!(key < vmeta[i] || (key >= vlo[i] && key <= vhi[i])))
+                        s[j][e] = -INFINITY;
+                }
+            }
+        }
+
+        /* online softmax on raw scores (scale > 0 commutes with max); p = 2^(s*scale*log2e - m*scale*log2e);
+         * a row's 4 quad lanes hold its columns */
+        float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+        for (int j = 0; j < MMA_K / 8; j++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+        float msc[2], alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            const float mnew = fmaxf(mrow[i], mx[i]);
+            msc[i] = mnew == -INFINITY ? 0.0f : mnew * scale_log2;   /* no visible key yet: P = 0, no NaN */
+            alpha[i] = mnew == mrow[i] ? 1.0f : ex2(mrow[i] * scale_log2 - msc[i]);
+            mrow[i] = mnew;
+            lrow[i] *= alpha[i];
+        }
+        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {   /* the max moved: rescale O */
+#pragma unroll
+            for (int d = 0; d < DV / 8; d++) {
+                o[d][0] *= alpha[0];
+                o[d][1] *= alpha[0];
+                o[d][2] *= alpha[1];
+                o[d][3] *= alpha[1];
+            }
+        }
+        float ls[2][2] = { { 0.0f, 0.0f }, { 0.0f, 0.0f } };   /* two partial sums per row: shorter add chains */
+#pragma unroll
+        for (int j = 0; j < MMA_K / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                s[j][e] = ex2(fmaf(s[j][e], scale_log2, -msc[e >> 1]));
+            ls[0][j & 1] += s[j][0] + s[j][1];
+            ls[1][j & 1] += s[j][2] + s[j][3];
+        }
+        lrow[0] += ls[0][0] + ls[0][1];
+        lrow[1] += ls[1][0] + ls[1][1];
+
+        /* O += P V, P rounded to bf16; the S accumulators of two key octets form one A fragment */
+#pragma unroll
+        for (int kk = 0; kk < MMA_K / 16; kk++) {
+            uint32_t a[4];
+            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < DV / 16; dp++) {
+                uint32_t b[4];
+                ldsm_x4_t(b, vb + (kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3)) * L::LV + dp * 16 + (lane >> 4) * 8);
+                mma16816(o[2 * dp], a, b[0], b[1]);
+                mma16816(o[2 * dp + 1], a, b[2], b[3]);
+            }
+        }
+    }
+
+    /* O / l through shared memory (the K/V buffers, now free) for 16-byte row stores */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 1);
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 2);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    bf16 *Os = Ks + warp * 16 * L::LO;   /* [16][LO] */
+#pragma unroll
+    for (int d = 0; d < DV / 8; d++) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const float lv = lrow[i];
+            const float v0 = lv > 0.0f ? o[d][2 * i] / lv : 0.0f, v1 = lv > 0.0f ? o[d][2 * i + 1] / lv : 0.0f;
+            *reinterpret_cast<__nv_bfloat162 *>(Os + (qr + 8 * i) * L::LO + d * 8 + qc) = __floats2bfloat162_rn(v0, v1);
+        }
+    }
+    __syncwarp();
+    const size_t di = (size_t)nh * DV;
+    for (int i = lane; i < 16 * (DV / 8); i += 32) {
+        const int r = i / (DV / 8), c = i % (DV / 8), R = R0 + warp * 16 + r;
+        if (R < rows)
+            *reinterpret_cast<uint4 *>(att + (size_t)(R / G) * di + (kvh * G + R % G) * DV + c * 8) =
+                *reinterpret_cast<const uint4 *>(Os + r * L::LO + c * 8);
+    }
+}
+
+template <int DQ, int DV, int MAXW, int MINB, bool QREG>
+static cudaError_t mma_launch(int nw, const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer, int nh,
+                              int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+{
+    auto kern = k_attn_mma<DQ, DV, MAXW, MINB, QREG>;
+    size_t smem = mma_smem<DQ, DV>::total(nw);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)mma_smem<DQ, DV>::total(MAXW));
+    if (e != cudaSuccess)
+        return e;
+    const int G = nh / nkv, BM = 16 * nw;
+    dim3 grid((unsigned)(((size_t)n * G + BM - 1) / BM), nkv);
+    kern<<<grid, nw * 32, smem, s>>>(u, ldu, n, desc, kv_layer, nh, nkv, scale * 1.4426950408889634f, g, att);
+    return cudaGetLastError();
+}
+
+struct sm_info {
+    int n_sm, smem_sm;
+};
+
+static sm_info mma_sm_info()
+{
+    static sm_info si;
+    if (!si.n_sm) {
+        int dev = 0, v = 0;
+        cudaGetDevice(&dev);
+        si.smem_sm = cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess ? v : 0;
+        si.n_sm = cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0 ? v : 1;
+    }
+    return si;
+}
+
+/* Blocks of nw warps resident per SM: the register bound of the launch (regs per thread) and shared memory. */
+template <int DQ, int DV>
+static int mma_per_sm(const sm_info &si, int nw, int regs)
+{
+    const int by_regs = 65536 / (nw * 32 * regs);
+    const int by_smem = (int)((size_t)si.smem_sm / (mma_smem<DQ, DV>::total(nw) + 1024));
+    return by_regs < by_smem ? by_regs : by_smem;
+}
+
+/*
+ * Warps per block for the 128-register kernel.  A pass is one wave (blocks are resident at once up to
+ * the SM's limits) and SMs take blocks round-robin, so the busiest SM holds ceil(blocks / SMs) blocks:
+ * choose the block height that minimises the rows on it (ties: more warps; 4..8 warps, and the count
+ * must fit the SM's register and shared-memory limits, else the pass needs a second wave).
+ */
+template <int DQ, int DV>
+static int mma_warps(const sm_info &si, int rows_total, int nkv)
+{
+    int best = 8;
+    long best_cost = -1;
+    for (int nw = 8; nw >= 4; nw--) {
+        const long blocks = (long)((rows_total + 16 * nw - 1) / (16 * nw)) * nkv;
+        const long slots = (long)mma_per_sm<DQ, DV>(si, nw, 128) * si.n_sm;
+        long cost = (blocks + si.n_sm - 1) / si.n_sm * 16 * nw;
+        if (blocks > slots)
+            cost += cost;   /* a second wave */
+        if (best_cost < 0 || cost < best_cost) {
+            best_cost = cost;
+            best = nw;
+        }
+    }
+    return best;
+}
+
+/* Keys visible to the query at combined position p (meta keys, window, causal). */
+static int mma_vis_keys(const cu_kvgeom &g, int p)
+{
+    if (g.is_global)
+        return p + 1;
+    const int lo = g.n_meta > p - g.window ? g.n_meta : p - g.window;
+    return (p + 1 < g.n_meta ? p + 1 : g.n_meta) + (p + 1 - lo > 0 ? p + 1 - lo : 0);
+}
+
+/*
+ * Two builds of the kernel: 4 warps with up to 168 registers (3 blocks per SM, Q fragments in
+ * registers, no spills: the faster one per SM), and 4..8 warps at 128 registers (2..3 blocks per SM)
+ * whose block height is chosen against wave quantisation.  The 168-register build is taken when its
+ * blocks fit in one wave, or when the pass is skewed (the first row sees at most 3/5 of the keys of the
+ * last: row tiles start heaviest first, so the blocks of a second wave are light ones).  Passes where
+ * every row sees about the same number of keys (a full window) take the 128-register build, in one wave.
+ * (H100, 1.5B shapes, 1024-row passes: SWA at 0 0.050 vs 0.057 ms, SWA at 1024 0.091 vs 0.068 ms,
+ * global at 1024 0.092 vs 0.102 ms for the 168- vs the 128-register build.)
+ */
+template <int DQ, int DV>
+static cudaError_t mma_pick(const bf16 *u, int ldu, int n, const cu_desc *desc, int pos, int kv_layer, int nh,
+                            int nkv, float scale, cu_kvgeom g, bf16 *att, cudaStream_t s)
+{
+    /* registers per thread: O DV/2, S 32, Q fragments DQ/4, plus addressing; at 128 the Q fragments
+     * are reloaded per tile once they would not fit */
+    constexpr bool QFIT = DV / 2 + DQ / 4 <= 64;
+    const sm_info si = mma_sm_info();
+    const int rows_total = n * (nh / nkv);
+    bool narrow = cu_flash_warps < 0;
+    if (cu_flash_warps == 0) {
+        const long blocks = (long)((rows_total + 63) / 64) * nkv;
+        const long slots = (long)mma_per_sm<DQ, DV>(si, 4, 168) * si.n_sm;
+        narrow = blocks <= slots || (pos >= 0 && 5L * mma_vis_keys(g, pos) <= 3L * mma_vis_keys(g, pos + n - 1));
+    }
+    if (narrow)
+        return mma_launch<DQ, DV, 4, 3, true>(4, u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+    const int nw = cu_flash_warps >= 4 && cu_flash_warps <= 8 ? cu_flash_warps : mma_warps<DQ, DV>(si, rows_total, nkv);
+    return mma_launch<DQ, DV, 8, 2, QFIT>(nw, u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+}
+
+static int mma_supported(int dq, int dv)
+{
+    return (dq == 16 && dv == 32) || (dq == 32 && dv == 64) || (dq == 64 && dv == 64) ||
+           (dq == 64 && dv == 128) || (dq == 128 && dv == 128);
+}
+
+int cu_attn_flash_supported(int dq, int dv)
+{
+    return mma_supported(dq, dv) || wmma_supported(dq, dv);
+}
+
+cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int pos, int kv_layer,
                           int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
                           bf16 *att, cudaStream_t s)
 {
     if (nh % nkv || (ldu & 7))
         return cudaErrorInvalidValue;
     if (dq == 16 && dv == 32)
-        return flash_launch<16, 32>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<16, 32>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 32 && dv == 64)
-        return flash_launch<32, 64>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
+        return mma_pick<32, 64>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 64 && dv == 64)
+        return mma_pick<64, 64>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
     if (dq == 64 && dv == 128)
-        return flash_launch<64, 128>(u, ldu, n, desc, kv_layer, nh, nkv, scale, g, att, s);
-    return cudaErrorNotSupported;
+        return mma_pick<64, 128>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
+    if (dq == 128 && dv == 128)
+        return mma_pick<128, 128>(u, ldu, n, desc, pos, kv_layer, nh, nkv, scale, g, att, s);
+    return cu_attn_flash_wmma(u, ldu, n, desc, kv_layer, nh, nkv, dq, dv, scale, g, att, s);
 }

@@ -208,7 +208,8 @@ int cu_forward_prefill(cu_ctx *ctx, cu_model *m, cu_state *st, const int32_t *id
                             l->k_off, l->v_off, m->inv_freq, l->g };
         CK(cu_rope_kv(&ra, s));
         if (m->flash) {
-            CK(cu_attn_flash(sc->u, l->rows, n, sc->desc, l->kv_src, nh, nkv, dq, dv, scale, l->g, sc->att, s));
+            CK(cu_attn_flash(sc->u, l->rows, n, sc->desc, sc->hdesc[0].pos, l->kv_src, nh, nkv, dq, dv, scale,
+                             l->g, sc->att, s));
         } else {
             cu_attn_args aa = { sc->u, l->rows, n, sc->desc, 0, l->kv_src, nh, nkv, dq, dv, 1, scale, l->g,
                                 sc->ml, sc->o };

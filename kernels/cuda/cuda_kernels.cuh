@@ -101,12 +101,22 @@ typedef struct cu_attn_args {
 } cu_attn_args;
 cudaError_t cu_attn_split(const cu_attn_args *a, cudaStream_t s);
 
-/* Flash-style prefill attention with tensor cores (wmma): writes att [n][nh*dv]
- * bf16.  Returns cudaErrorNotSupported for head sizes it has no variant of. */
-cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+/* Flash-style prefill attention with tensor cores: writes att [n][nh*dv]
+ * bf16.  The mma.sync kernel (GQA heads packed into rows, O in registers)
+ * for the head sizes it is built for, else the older wmma kernel; returns
+ * cudaErrorNotSupported for head sizes neither has a variant of.  pos: host
+ * copy of desc->pos (-1 if unknown), only for choosing the launch shape. */
+cudaError_t cu_attn_flash(const bf16 *u, int ldu, int n, const cu_desc *desc, int pos, int kv_layer,
                           int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
                           bf16 *att, cudaStream_t s);
 int cu_attn_flash_supported(int dq, int dv);
+/* The wmma kernel alone (S and O in shared memory; one query head per block). */
+cudaError_t cu_attn_flash_wmma(const bf16 *u, int ldu, int n, const cu_desc *desc, int kv_layer,
+                               int nh, int nkv, int dq, int dv, float scale, cu_kvgeom g,
+                               bf16 *att, cudaStream_t s);
+/* mma kernel variant (tests, timing): 0 = chosen per pass; 4..8 = that many warps per block (128
+ * registers); -1 = 4 warps with up to 168 registers */
+extern int cu_flash_warps;
 
 /* Mixer merge per row t: att from bf16 rows (att) or split partials (ml, o);
  * m = bf16(bf16(RMS(att; w1) + RMS(ssm; w2)) / 2).  width di = nh*dv. */
