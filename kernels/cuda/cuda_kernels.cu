@@ -867,13 +867,15 @@ size_t cu_ssm_ws_floats(int n, int di)
 
 /*
  * Prefill scan, chunked over positions: one thread owns one channel's 16
- * states in registers (no shuffles in the position loop), a block covers
- * SCAN_THREADS channels of one CU_SCAN_CHUNK-position chunk, so the grid has
- * di/SCAN_THREADS x n/CU_SCAN_CHUNK blocks (800 for the 1.5B model at 1024
- * rows: one wave at SCAN_MIN_BLOCKS blocks per SM).  Per (position, state)
- * the work is one exp2 (the MUFU pipe, 16 per clock per SM: the bound) and
- * three or four fp32 instructions.  B and C of the chunk's positions are
- * staged in shared memory and read as broadcasts.
+ * states in registers (no shuffles in the position loop); a block covers
+ * SCAN_THREADS channels of one chunk of L positions.  L (a multiple of
+ * SCAN_AHEAD in [CU_SCAN_CHUNK, SCAN_CHUNK_MAX]) is chosen per launch from the
+ * shape and the chip (scan_chunk_len): enough blocks to fill every SM, all
+ * resident at once, evenly spread.  Per (position, state) the work is one
+ * exp2 (the MUFU pipe, 16 per clock per SM) and three or four fp32
+ * instructions.  B and C of the chunk's positions are staged in shared memory
+ * and read as broadcasts; the per-channel inputs of the next SCAN_AHEAD
+ * positions are loaded while the current ones are computed.
  *
  * Numerics are the reference scan kernel's: decay exp2(delta * (A*log2 e))
  * with A*log2 e formed once per state, B*(delta*u), fp32 state; the exp2 is
@@ -882,8 +884,9 @@ size_t cu_ssm_ws_floats(int n, int di)
  * decay as exp2(A*log2 e * sum delta)).
  */
 #define SCAN_THREADS 128
-#define SCAN_MIN_BLOCKS 7   /* resident blocks per SM the register budget must allow */
-#define SCAN_AHEAD 4        /* positions whose global inputs are loaded before the first is used */
+#define SCAN_MIN_BLOCKS 5    /* resident blocks per SM the register budget must allow */
+#define SCAN_AHEAD 4         /* positions per step of the software pipeline */
+#define SCAN_CHUNK_MAX 64    /* longest chunk (shared-memory staging of B, C) */
 #define LOG2E 1.4426950408889634f
 
 __device__ __forceinline__ float ex2_ftz(float x)
@@ -897,18 +900,27 @@ __device__ __forceinline__ float ex2_ftz(float x)
  * total decay in ws, and Delta = softplus(delta + dt_bias) (fp32) in dl for
  * phase 3. */
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_local(cu_ssm_args a, float *__restrict__ dl,
-                                                                              int nch)
+                                                                              int nch, int L)
 {
-    __shared__ __align__(16) float Bs[CU_SCAN_CHUNK][CU_D_STATE];   /* B of the chunk's positions */
+    __shared__ __align__(16) float Bs[SCAN_CHUNK_MAX][CU_D_STATE];   /* B of the chunk's positions */
     pdl_wait();
     pdl_trigger();
     const int c_raw = blockIdx.x * SCAN_THREADS + threadIdx.x;
     const bool valid = c_raw < a.di;
     const int c = valid ? c_raw : a.di - 1;
     const int ch = blockIdx.y, P = a.R + 2 * CU_D_STATE;
-    const int t0 = ch * CU_SCAN_CHUNK, len = min(a.n - t0, CU_SCAN_CHUNK);
+    const int t0 = ch * L, len = min(a.n - t0, L);
     for (int i = threadIdx.x; i < len * CU_D_STATE; i += blockDim.x)
         Bs[i / CU_D_STATE][i % CU_D_STATE] = a.dbc[(size_t)(t0 + i / CU_D_STATE) * P + a.R + i % CU_D_STATE];
+    const bf16 *__restrict__ dp = a.delta + (size_t)t0 * a.di + c;
+    const bf16 *__restrict__ up = a.uc + (size_t)t0 * a.di + c;
+    float dv[SCAN_AHEAD], uv[SCAN_AHEAD];
+#pragma unroll
+    for (int q = 0; q < SCAN_AHEAD; q++) {
+        size_t o = (size_t)min(q, len - 1) * a.di;
+        dv[q] = b2f(dp[o]);
+        uv[q] = b2f(up[o]);
+    }
     float A2[CU_D_STATE], h[CU_D_STATE];
 #pragma unroll
     for (int s = 0; s < CU_D_STATE; s++) {
@@ -917,16 +929,14 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_local(cu
     }
     const float bias = a.dtb[c];
     float sd = 0.0f;   /* sum of Delta over the chunk */
-    const bf16 *__restrict__ dp = a.delta + (size_t)t0 * a.di + c;
-    const bf16 *__restrict__ up = a.uc + (size_t)t0 * a.di + c;
     __syncthreads();
     for (int t = 0; t < len; t += SCAN_AHEAD) {
-        float dv[SCAN_AHEAD], uv[SCAN_AHEAD];
+        float dn[SCAN_AHEAD], un[SCAN_AHEAD];   /* the next step's inputs, in flight during this one */
 #pragma unroll
         for (int q = 0; q < SCAN_AHEAD; q++) {
-            size_t o = (size_t)min(t + q, len - 1) * a.di;
-            dv[q] = b2f(dp[o]);
-            uv[q] = b2f(up[o]);
+            size_t o = (size_t)min(t + SCAN_AHEAD + q, len - 1) * a.di;
+            dn[q] = b2f(dp[o]);
+            un[q] = b2f(up[o]);
         }
 #pragma unroll
         for (int q = 0; q < SCAN_AHEAD; q++) {
@@ -947,6 +957,11 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_local(cu
                     h[s] = ex2_ftz(d * A2[s]) * h[s] + bb[j] * du;
                 }
             }
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            dv[q] = dn[q];
+            uv[q] = un[q];
         }
     }
     if (!valid)
@@ -999,19 +1014,32 @@ __global__ void k_scan_carry(cu_ssm_args a, int nch)
  * state.  FUSED: a single chunk, no phase 1: Delta computed here. */
 template <bool FUSED>
 __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_out(cu_ssm_args a, const float *__restrict__ dl,
-                                                                            int nch)
+                                                                            int nch, int L)
 {
-    __shared__ __align__(16) float BC[CU_SCAN_CHUNK][2 * CU_D_STATE];   /* B then C of the chunk's positions */
+    __shared__ __align__(16) float BC[SCAN_CHUNK_MAX][2 * CU_D_STATE];   /* B then C of the chunk's positions */
     pdl_wait();
     pdl_trigger();
     const int c_raw = blockIdx.x * SCAN_THREADS + threadIdx.x;
     const bool valid = c_raw < a.di;
     const int c = valid ? c_raw : a.di - 1;
     const int ch = blockIdx.y, P = a.R + 2 * CU_D_STATE;
-    const int t0 = ch * CU_SCAN_CHUNK, len = min(a.n - t0, CU_SCAN_CHUNK);
+    const int t0 = ch * L, len = min(a.n - t0, L);
     for (int i = threadIdx.x; i < len * 2 * CU_D_STATE; i += blockDim.x)
         BC[i / (2 * CU_D_STATE)][i % (2 * CU_D_STATE)] =
             a.dbc[(size_t)(t0 + i / (2 * CU_D_STATE)) * P + a.R + i % (2 * CU_D_STATE)];
+    const bf16 *__restrict__ dp = a.delta + (size_t)t0 * a.di + c;
+    const float *__restrict__ lp = dl + (size_t)t0 * a.di + c;
+    const bf16 *__restrict__ up = a.uc + (size_t)t0 * a.di + c;
+    const bf16 *__restrict__ zp = a.u + (size_t)t0 * a.ldu + a.z_off + c;
+    bf16 *__restrict__ op = a.out + (size_t)t0 * a.di + c;
+    float dv[SCAN_AHEAD], uv[SCAN_AHEAD], zv[SCAN_AHEAD];
+#pragma unroll
+    for (int q = 0; q < SCAN_AHEAD; q++) {
+        int tt = min(q, len - 1);
+        dv[q] = FUSED ? b2f(dp[(size_t)tt * a.di]) : lp[(size_t)tt * a.di];
+        uv[q] = b2f(up[(size_t)tt * a.di]);
+        zv[q] = b2f(zp[(size_t)tt * a.ldu]);
+    }
     const size_t nstate = (size_t)a.di * CU_D_STATE, si = (size_t)c * CU_D_STATE;
     float *state = a.desc->ssm + (size_t)a.layer * nstate;
     const float *hsrc = nch == 1 ? state + si : a.ws + 2 * nch * nstate + ch * nstate + si;
@@ -1022,20 +1050,15 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_out(cu_s
         h[s] = hsrc[s];
     }
     const float D = a.D[c], bias = FUSED ? a.dtb[c] : 0.0f;
-    const bf16 *__restrict__ dp = a.delta + (size_t)t0 * a.di + c;
-    const float *__restrict__ lp = dl + (size_t)t0 * a.di + c;
-    const bf16 *__restrict__ up = a.uc + (size_t)t0 * a.di + c;
-    const bf16 *__restrict__ zp = a.u + (size_t)t0 * a.ldu + a.z_off + c;
-    bf16 *__restrict__ op = a.out + (size_t)t0 * a.di + c;
     __syncthreads();
     for (int t = 0; t < len; t += SCAN_AHEAD) {
-        float dv[SCAN_AHEAD], uv[SCAN_AHEAD], zv[SCAN_AHEAD];
+        float dn[SCAN_AHEAD], un[SCAN_AHEAD], zn[SCAN_AHEAD];   /* the next step's inputs, in flight during this one */
 #pragma unroll
         for (int q = 0; q < SCAN_AHEAD; q++) {
-            int tt = min(t + q, len - 1);
-            dv[q] = FUSED ? b2f(dp[(size_t)tt * a.di]) : lp[(size_t)tt * a.di];
-            uv[q] = b2f(up[(size_t)tt * a.di]);
-            zv[q] = b2f(zp[(size_t)tt * a.ldu]);
+            int tt = min(t + SCAN_AHEAD + q, len - 1);
+            dn[q] = FUSED ? b2f(dp[(size_t)tt * a.di]) : lp[(size_t)tt * a.di];
+            un[q] = b2f(up[(size_t)tt * a.di]);
+            zn[q] = b2f(zp[(size_t)tt * a.ldu]);
         }
 #pragma unroll
         for (int q = 0; q < SCAN_AHEAD; q++) {
@@ -1059,6 +1082,12 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_out(cu_s
             if (valid)
                 op[(size_t)(t + q) * a.di] = f2b(y * silu_f(zv[q]));
         }
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            dv[q] = dn[q];
+            uv[q] = un[q];
+            zv[q] = zn[q];
+        }
     }
     if (valid && ch == nch - 1) {
 #pragma unroll
@@ -1067,20 +1096,59 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_out(cu_s
     }
 }
 
+/*
+ * Chunk length of a prefill scan: a multiple of SCAN_AHEAD in
+ * [CU_SCAN_CHUNK, SCAN_CHUNK_MAX] minimizing the positions one SM must run,
+ * (blocks per SM, at least the SCAN_SAT it takes to keep an SM's pipes busy)
+ * x L, among the lengths whose blocks are all resident at once when any are;
+ * ties go to the longer chunk (fewer chunk states to carry).
+ */
+#define SCAN_SAT 4
+static int scan_chunk_len(int n, int di)
+{
+    static int n_sm = 0, occ = 0;
+    if (!n_sm) {
+        int dev = 0, o1 = 0, o2 = 0, sm = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o1, k_scan_local, SCAN_THREADS, 0) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o2, k_scan_out<false>, SCAN_THREADS, 0) != cudaSuccess)
+            return 32;
+        occ = o1 < o2 ? o1 : o2;
+        n_sm = sm;
+    }
+    const long cb = (di + SCAN_THREADS - 1) / SCAN_THREADS;
+    int best = SCAN_CHUNK_MAX;
+    long best_cost = -1;
+    bool best_one_wave = false;
+    for (int L = SCAN_CHUNK_MAX; L >= CU_SCAN_CHUNK; L -= SCAN_AHEAD) {
+        long nb = cb * ((n + L - 1) / L), per = (nb + n_sm - 1) / n_sm;
+        long cost = (per > SCAN_SAT ? per : SCAN_SAT) * (long)(L < n ? L : n);
+        bool one_wave = nb <= (long)n_sm * occ;
+        if (best_cost < 0 || (one_wave && !best_one_wave) || (one_wave == best_one_wave && cost < best_cost)) {
+            best = L;
+            best_cost = cost;
+            best_one_wave = one_wave;
+        }
+    }
+    return best;
+}
+
 cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s)
 {
-    int nch = (a->n + CU_SCAN_CHUNK - 1) / CU_SCAN_CHUNK;
+    const int L = scan_chunk_len(a->n, a->di);
+    const int nch = (a->n + L - 1) / L;
     size_t nstate = (size_t)a->di * CU_D_STATE;
     float *dl = a->ws + 3 * (size_t)nch * nstate;
     dim3 grid((a->di + SCAN_THREADS - 1) / SCAN_THREADS, nch);
     cudaError_t e;
     if (nch == 1)
-        return cu_launch(k_scan_out<true>, grid, dim3(SCAN_THREADS), 0, s, *a, (const float *)dl, nch);
-    if ((e = cu_launch(k_scan_local, grid, dim3(SCAN_THREADS), 0, s, *a, dl, nch)) != cudaSuccess ||
+        return cu_launch(k_scan_out<true>, grid, dim3(SCAN_THREADS), 0, s, *a, (const float *)dl, nch, L);
+    if ((e = cu_launch(k_scan_local, grid, dim3(SCAN_THREADS), 0, s, *a, dl, nch, L)) != cudaSuccess ||
         (e = cu_launch(k_scan_carry, dim3((unsigned)((nstate + 255) / 256)), dim3(256), 0, s, *a, nch)) !=
             cudaSuccess)
         return e;
-    return cu_launch(k_scan_out<false>, grid, dim3(SCAN_THREADS), 0, s, *a, (const float *)dl, nch);
+    return cu_launch(k_scan_out<false>, grid, dim3(SCAN_THREADS), 0, s, *a, (const float *)dl, nch, L);
 }
 
 /* ------------------------------------------------------------- MLP / misc */

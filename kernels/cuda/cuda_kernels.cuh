@@ -13,7 +13,7 @@ typedef __nv_bfloat16 bf16;
 #define CU_MAX_VPL 4          /* v_head_dim / 32 */
 #define CU_MAX_HEAD_DIM 128   /* q/k head size */
 #define CU_D_STATE 16         /* SSM state size per channel */
-#define CU_SCAN_CHUNK 32      /* positions per chunk of the prefill scan */
+#define CU_SCAN_CHUNK 16      /* fewest positions per chunk of the prefill scan (it picks 16..64) */
 
 /*
  * Where the tokens of one launch live.  Decode: token b belongs to sequence
