@@ -2,6 +2,7 @@
 #include "kernels/cuda/cuda_kernels.cuh"
 #include <math.h>
 #include <float.h>
+#include <stdlib.h>
 
 #define WARP 32
 
@@ -1106,7 +1107,15 @@ __global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_out(cu_s
 #define SCAN_SAT 4
 static int scan_chunk_len(int n, int di)
 {
-    static int n_sm = 0, occ = 0;
+    static int n_sm = 0, occ = 0, forced = -1;
+    if (forced < 0) {
+        /* HYMBA_CUDA_SCAN_CHUNK=L forces the chunk length (for measurements) */
+        const char *e = getenv("HYMBA_CUDA_SCAN_CHUNK");
+        int L = e ? atoi(e) : 0;
+        forced = L >= CU_SCAN_CHUNK && L <= SCAN_CHUNK_MAX && L % SCAN_AHEAD == 0 ? L : 0;
+    }
+    if (forced)
+        return forced;
     if (!n_sm) {
         int dev = 0, o1 = 0, o2 = 0, sm = 0;
         if (cudaGetDevice(&dev) != cudaSuccess ||
