@@ -451,6 +451,161 @@ static void test_resnorm(int n, int H)
     cudaFree(dx); cudaFree(dy); cudaFree(dw); cudaFree(dhn);
 }
 
+/* ---------------------------------------------------------- prefill conv */
+
+/* Causal conv + SiLU over n rows after a random conv state, then the new
+ * state, vs a host reference (the vector path for d_conv 4 and aligned rows,
+ * the general one otherwise). */
+static void test_conv(int di, int dc, int n, int xs_off)
+{
+    int ldu = xs_off + di + 8;
+    std::vector<float> U = rand_bf((size_t)n * ldu, 2.0f), w = rand_bf((size_t)di * dc, 0.5f), b(di), st((size_t)dc * di);
+    for (int c = 0; c < di; c++)
+        b[c] = bfround((float)(urand() - 0.5));
+    for (auto &v : st)
+        v = bfround((float)(urand() * 2 - 1));
+    bf16 *dU = dev_bf(U), *dw = dev_bf(w), *duc;
+    float *db = dev_from(b), *dst = dev_from(st);
+    CU(cudaMalloc(&duc, (size_t)n * di * 2));
+    CU(cudaMemset(duc, 0xff, (size_t)n * di * 2));
+    cu_desc hd = { 0, 0, dst, NULL, NULL };
+    cu_desc *ddesc = dev_from(std::vector<cu_desc>(1, hd));
+    CU(cu_conv_prefill(dU, ldu, xs_off, n, ddesc, 0, dw, db, di, dc, duc, 0));
+    CU(cudaDeviceSynchronize());
+    auto x = [&](int j, int c) -> double { return j >= 0 ? U[(size_t)j * ldu + xs_off + c] : st[(size_t)(dc + j) * di + c]; };
+    std::vector<double> ref((size_t)n * di), sref((size_t)dc * di);
+    for (int t = 0; t < n; t++)
+        for (int c = 0; c < di; c++) {
+            double acc = b[c];
+            for (int k = 0; k < dc; k++)
+                acc += (double)w[(size_t)c * dc + k] * x(t - (dc - 1) + k, c);
+            ref[(size_t)t * di + c] = silu(acc);
+        }
+    for (int k = 0; k < dc; k++)
+        for (int c = 0; c < di; c++)
+            sref[(size_t)k * di + c] = x(n - dc + k, c);
+    double e = rel(host_bf(duc, (size_t)n * di), ref), es = rel(host_f(dst, (size_t)dc * di), sref);
+    printf("  conv di=%d dc=%d n=%d xs_off=%d: out rel err %.2e, state rel err %.2e\n", di, dc, n, xs_off, e, es);
+    CHECKF(e < TOL_BF16, "conv output rel err %.3e", e);
+    CHECKF(es == 0.0, "conv state rel err %.3e", es);
+    cudaFree(dU); cudaFree(dw); cudaFree(duc); cudaFree(db); cudaFree(dst); cudaFree(ddesc);
+}
+
+/* ----------------------------------------------------------- prefill RoPE */
+
+/* cu_rope_kv_pf must give cu_rope_kv's bits: q rotated in place, k rotated and
+ * v copied into ring slots (the chunk wraps the SWA ring). */
+static void test_rope_pf(int nh, int nkv, int dq, int dv, int n, int pos0)
+{
+    int ldu = nh * dq + nkv * dq + nkv * dv + 24, k_off = nh * dq, v_off = k_off + nkv * dq;
+    int n_meta = 8, ring = n + 10, slots = n_meta + ring;   /* room for the chunk: no slot written twice */
+    std::vector<float> U = rand_bf((size_t)n * ldu, 2.0f), inv(dq / 2);
+    for (int j = 0; j < dq / 2; j++)
+        inv[j] = (float)pow(10000.0, -2.0 * j / dq);
+    bf16 *dU[2], *dK[2], *dV[2], **tab[2];
+    cu_desc *ddesc[2];
+    float *dinv = dev_from(inv);
+    for (int v = 0; v < 2; v++) {
+        dU[v] = dev_bf(U);
+        dK[v] = dev_bf(std::vector<float>((size_t)slots * nkv * dq, 0.0f));
+        dV[v] = dev_bf(std::vector<float>((size_t)slots * nkv * dv, 0.0f));
+        bf16 *kv[2] = { dK[v], dV[v] };
+        tab[v] = dev_from(std::vector<bf16 *>(kv, kv + 2));
+        ddesc[v] = dev_from(std::vector<cu_desc>(1, cu_desc{ pos0, 0, NULL, NULL, tab[v] }));
+        cu_rope_args a = { dU[v], ldu, n, ddesc[v], 0, 0, 1, 1, nh, nkv, dq, dv, k_off, v_off, dinv,
+                           cu_kvgeom{ 0, n_meta, ring, ring - 1 } };
+        CU(v ? cu_rope_kv_pf(&a, 0) : cu_rope_kv(&a, 0));
+    }
+    CU(cudaDeviceSynchronize());
+    size_t bad = 0;
+    const size_t sz[3] = { (size_t)n * ldu, (size_t)slots * nkv * dq, (size_t)slots * nkv * dv };
+    bf16 *const *bufs[3] = { dU, dK, dV };
+    for (int b = 0; b < 3; b++) {
+        std::vector<float> x = host_bf(bufs[b][0], sz[b]), y = host_bf(bufs[b][1], sz[b]);
+        for (size_t i = 0; i < sz[b]; i++)
+            bad += memcmp(&x[i], &y[i], 4) != 0;
+    }
+    printf("  rope_kv_pf nh=%d nkv=%d dq=%d dv=%d n=%d pos=%d: %zu values differ from rope_kv\n", nh, nkv, dq, dv, n,
+           pos0, bad);
+    CHECKF(bad == 0, "rope_kv_pf: %zu values differ from rope_kv", bad);
+    for (int v = 0; v < 2; v++) {
+        cudaFree(dU[v]); cudaFree(dK[v]); cudaFree(dV[v]); cudaFree(tab[v]); cudaFree(ddesc[v]);
+    }
+    cudaFree(dinv);
+}
+
+/* ----------------------------------------------------- prefill row kernels */
+
+static void rmsnorm_ref(const float *v, const float *w, int H, double *out)
+{
+    double ss = 0;
+    for (int i = 0; i < H; i++)
+        ss += (double)v[i] * v[i];
+    double r = 1 / sqrt(ss / H + 1e-6);
+    for (int i = 0; i < H; i++)
+        out[i] = w[i] * v[i] * r;
+}
+
+/* cu_resnorm_pf (with and without a residual), cu_preavg_pf (width nh*dv), cu_gated_act_pf vs host references. */
+static void test_rows(int n, int H, int nh, int dv, int I)
+{
+    const int di = nh * dv;
+    std::vector<float> x = rand_bf((size_t)n * H, 2.0f), y = rand_bf((size_t)n * H, 1.0f), w = rand_bf(H, 1.5f);
+    bf16 *dx = dev_bf(x), *dy = dev_bf(y), *dw = dev_bf(w), *dhn;
+    CU(cudaMalloc(&dhn, (size_t)n * H * 2));
+    std::vector<double> ref((size_t)n * H);
+    for (int pass = 0; pass < 2; pass++) {
+        CU(cu_resnorm_pf(dx, pass ? dy : NULL, H, dw, dhn, n, H, 1e-6f, 0));
+        CU(cudaDeviceSynchronize());
+        std::vector<float> v(H);
+        for (int t = 0; t < n; t++) {
+            for (int i = 0; i < H; i++)
+                v[i] = pass ? bfround(x[(size_t)t * H + i] + y[(size_t)t * H + i]) : x[(size_t)t * H + i];
+            rmsnorm_ref(v.data(), w.data(), H, &ref[(size_t)t * H]);
+        }
+        double e = rel(host_bf(dhn, (size_t)n * H), ref);
+        printf("  resnorm_pf n=%d H=%d%s: rel err %.2e\n", n, H, pass ? " +y" : "", e);
+        CHECKF(e < TOL_BF16, "resnorm_pf rel err %.3e", e);
+    }
+    std::vector<float> xs = host_bf(dx, (size_t)n * H);
+    size_t bad = 0;
+    for (size_t i = 0; i < xs.size(); i++)
+        bad += xs[i] != bfround(x[i] + y[i]);
+    CHECKF(bad == 0, "resnorm_pf residual: %zu values differ from bf16(x + y)", bad);
+
+    std::vector<float> at = rand_bf((size_t)n * di, 1.0f), ss = rand_bf((size_t)n * di, 0.5f);
+    std::vector<float> w1 = rand_bf(di, 1.5f), w2 = rand_bf(di, 1.5f);
+    bf16 *dat = dev_bf(at), *dss = dev_bf(ss), *dw1 = dev_bf(w1), *dw2 = dev_bf(w2), *dm;
+    CU(cudaMalloc(&dm, (size_t)n * di * 2));
+    CU(cu_preavg_pf(dat, dss, dw1, dw2, 1e-6f, dm, n, nh, dv, 0));
+    CU(cudaDeviceSynchronize());
+    std::vector<double> mref((size_t)n * di), n1(di), n2(di);
+    for (int t = 0; t < n; t++) {
+        rmsnorm_ref(&at[(size_t)t * di], w1.data(), di, n1.data());
+        rmsnorm_ref(&ss[(size_t)t * di], w2.data(), di, n2.data());
+        for (int i = 0; i < di; i++)
+            mref[(size_t)t * di + i] = (n1[i] + n2[i]) / 2;
+    }
+    double e = rel(host_bf(dm, (size_t)n * di), mref);
+    printf("  preavg_pf n=%d di=%d: rel err %.2e\n", n, di, e);
+    CHECKF(e < TOL_BF16, "preavg_pf rel err %.3e", e);
+
+    std::vector<float> gu = rand_bf((size_t)n * 2 * I, 3.0f);
+    bf16 *dgu = dev_bf(gu), *dact;
+    CU(cudaMalloc(&dact, (size_t)n * I * 2));
+    CU(cu_gated_act_pf(dgu, dact, n, I, 0));
+    CU(cudaDeviceSynchronize());
+    std::vector<double> aref((size_t)n * I);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < I; i++)
+            aref[(size_t)t * I + i] = silu(gu[(size_t)t * 2 * I + 2 * i]) * gu[(size_t)t * 2 * I + 2 * i + 1];
+    e = rel(host_bf(dact, (size_t)n * I), aref);
+    printf("  gated_act_pf n=%d I=%d: rel err %.2e\n", n, I, e);
+    CHECKF(e < TOL_BF16, "gated_act_pf rel err %.3e", e);
+    cudaFree(dx); cudaFree(dy); cudaFree(dw); cudaFree(dhn); cudaFree(dat); cudaFree(dss); cudaFree(dw1);
+    cudaFree(dw2); cudaFree(dm); cudaFree(dgu); cudaFree(dact);
+}
+
 /* ---------------------------------------------------------------- sampler */
 
 static void test_sampler(void)
@@ -562,7 +717,17 @@ int main(void)
         bench_attention();
     test_scan(320, 10, 200, 5);
     test_scan(3200, 100, 64, 3);
+    test_scan(3200, 100, 1024, 2);   /* the 1.5B shape at a full prefill chunk */
+    test_scan(200, 10, 12, 2);       /* one chunk: softplus fused into the output pass */
     test_resnorm(7, 1600);
+    test_conv(3200, 4, 1024, 4800);  /* vector path */
+    test_conv(3200, 4, 2, 4800);     /* n < d_conv: old state entries move */
+    test_conv(36, 3, 50, 5);         /* general path */
+    test_rope_pf(25, 5, 64, 128, 150, 100);  /* 1.5B heads, the chunk wraps the ring */
+    test_rope_pf(4, 2, 16, 32, 20, 3);
+    test_rope_pf(3, 1, 8, 8, 10, 0);          /* half < 8: the general kernel */
+    test_rows(37, 1600, 25, 128, 5504);   /* vector paths */
+    test_rows(5, 44, 3, 6, 12);           /* general fallbacks */
     test_sampler();
     if (failures) {
         printf("test-cuda-kernels: %d check(s) failed\n", failures);

@@ -134,6 +134,8 @@ static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
     /* HYMBA_CUDA_MEGA=0: the batch-1 decode step as separate kernels, not one persistent kernel */
     if (getenv("HYMBA_CUDA_MEGA") && strcmp(getenv("HYMBA_CUDA_MEGA"), "0") == 0)
         cu_mega_wanted = 0;
+    /* HYMBA_CUDA_PF_OVERLAP=0: prefill attention and SSM branches one after the other (for measurements) */
+    ctx->pf_overlap = !(getenv("HYMBA_CUDA_PF_OVERLAP") && strcmp(getenv("HYMBA_CUDA_PF_OVERLAP"), "0") == 0);
     /* HYMBA_CUDA_GEMV_VECS: least 16-byte vectors per lane in a split-K slice (tuning knob) */
     if (getenv("HYMBA_CUDA_GEMV_VECS") && atoi(getenv("HYMBA_CUDA_GEMV_VECS")) > 0)
         cu_gemv_lane_vecs = atoi(getenv("HYMBA_CUDA_GEMV_VECS"));

@@ -181,6 +181,10 @@ int cu_forward_prefill(cu_ctx *ctx, cu_model *m, cu_state *st, const int32_t *id
     const hy_arch *a = &m->a;
     cu_scratch *sc = &m->pf;
     cudaStream_t s = ctx->s0;
+    /* the attention branch (RoPE/K-V store + attention: no cuBLAS call, so the
+     * handle stays on s0) runs on s_att while the SSM branch runs on s0; the
+     * merge waits for both */
+    cudaStream_t s_att = ctx->pf_overlap ? ctx->s1 : s;
     const int H = a->hidden, Di = a->d_inner, I = a->intermediate, R = a->dt_rank, P = m->P;
     const int nh = a->n_heads, nkv = a->n_kv_heads, dq = a->head_dim, dv = a->v_head_dim;
     const float eps = a->eps, scale = 1.0f / sqrtf((float)dq);
@@ -199,22 +203,30 @@ int cu_forward_prefill(cu_ctx *ctx, cu_model *m, cu_state *st, const int32_t *id
         CK(cudaMemcpyAsync(sc->ids, sc->hids, (size_t)n * 4, cudaMemcpyHostToDevice, s));
     }
     CK(cu_embed(sc->x, ids ? m->embed : m->meta, ids ? sc->ids : NULL, NULL, n, H, s));
-    CK(cu_resnorm(sc->x, NULL, m->L[0].in_norm, sc->hn, n, H, eps, s));
+    CK(cu_resnorm_pf(sc->x, NULL, 0, m->L[0].in_norm, sc->hn, n, H, eps, s));
     for (int L = 0; L < a->n_layers; L++) {
         cu_layer *l = &m->L[L];
         if ((r = gemm(ctx, l->in_proj, l->rows, H, sc->hn, H, n, sc->u, l->rows, err)) < 0)
             return r;
+        if (s_att != s) {
+            CK(cudaEventRecord(ctx->ev_fork, s));
+            CK(cudaStreamWaitEvent(s_att, ctx->ev_fork, 0));
+        }
+        /* attention branch: reads/writes the q, k, v columns of u, the K/V cache, att (or ml, o) */
         cu_rope_args ra = { sc->u, l->rows, n, sc->desc, 0, L, l->owner, a->rope, nh, nkv, dq, dv,
                             l->k_off, l->v_off, m->inv_freq, l->g };
-        CK(cu_rope_kv(&ra, s));
+        CK(cu_rope_kv_pf(&ra, s_att));
         if (m->flash) {
             CK(cu_attn_flash(sc->u, l->rows, n, sc->desc, sc->hdesc[0].pos, l->kv_src, nh, nkv, dq, dv, scale,
-                             l->g, sc->att, s));
+                             l->g, sc->att, s_att));
         } else {
             cu_attn_args aa = { sc->u, l->rows, n, sc->desc, 0, l->kv_src, nh, nkv, dq, dv, 1, scale, l->g,
                                 sc->ml, sc->o };
-            CK(cu_attn_split(&aa, s));
+            CK(cu_attn_split(&aa, s_att));
         }
+        if (s_att != s)
+            CK(cudaEventRecord(ctx->ev_join, s_att));
+        /* SSM branch: reads the xs and z columns of u; conv/SSM state, uc, xp, dbc, dt, delta, ws, sout */
         CK(cu_conv_prefill(sc->u, l->rows, l->xs_off, n, sc->desc, L, l->conv_w, l->conv_b, Di, a->d_conv,
                            sc->uc, s));
         if ((r = gemm(ctx, l->x_proj, P, Di, sc->uc, Di, n, sc->xp, P, err)) < 0)
@@ -227,19 +239,22 @@ int cu_forward_prefill(cu_ctx *ctx, cu_model *m, cu_state *st, const int32_t *id
         cu_ssm_args sa = { sc->dbc, R, l->dt_w, l->dt_b, l->A, l->D, sc->uc, sc->u, l->rows, l->z_off, sc->delta,
                            sc->desc, L, Di, n, sc->sout, sc->ws };
         CK(cu_ssm_prefill(&sa, s));
-        CK(cu_preavg(m->flash ? sc->att : NULL, sc->ml, sc->o, 1, nh, dv, sc->sout, l->avg1, l->avg2, eps, sc->m, n,
-                     s));
+        if (s_att != s)
+            CK(cudaStreamWaitEvent(s, ctx->ev_join, 0));
+        if (m->flash)
+            CK(cu_preavg_pf(sc->att, sc->sout, l->avg1, l->avg2, eps, sc->m, n, nh, dv, s));
+        else
+            CK(cu_preavg(NULL, sc->ml, sc->o, 1, nh, dv, sc->sout, l->avg1, l->avg2, eps, sc->m, n, s));
         if ((r = gemm(ctx, l->out_proj, H, Di, sc->m, Di, n, sc->y, H, err)) < 0)
             return r;
-        cu_lin yl = { NULL, 0, 0, 0, sc->y, H };
-        CK(cu_resnorm(sc->x, &yl, l->mlp_norm, sc->hn, n, H, eps, s));
+        CK(cu_resnorm_pf(sc->x, sc->y, H, l->mlp_norm, sc->hn, n, H, eps, s));
         if ((r = gemm(ctx, l->gu, 2 * I, H, sc->hn, H, n, sc->gu, 2 * I, err)) < 0)
             return r;
-        CK(cu_gated_act(sc->gu, sc->act, n, I, s));
+        CK(cu_gated_act_pf(sc->gu, sc->act, n, I, s));
         if ((r = gemm(ctx, l->down, H, I, sc->act, I, n, sc->y, H, err)) < 0)
             return r;
         const bf16 *next = L + 1 < a->n_layers ? m->L[L + 1].in_norm : m->final_norm;
-        CK(cu_resnorm(sc->x, &yl, next, sc->hn, n, H, eps, s));
+        CK(cu_resnorm_pf(sc->x, sc->y, H, next, sc->hn, n, H, eps, s));
     }
     if (mode != HY_LOGITS_NONE) {
         int r0 = mode == HY_LOGITS_ALL ? 0 : n - 1, nr = mode == HY_LOGITS_ALL ? n : 1;

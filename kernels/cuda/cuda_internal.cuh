@@ -27,6 +27,7 @@ typedef struct cu_ctx {
     char fail_msg[256];
     bool verbose;
     bool pdl;                     /* decode GEMVs start early behind the kernel before them */
+    bool pf_overlap;              /* prefill: attention on s1 while the SSM branch runs on s0 */
     size_t bytes;                 /* device memory held */
     hy_backend_stats st;
 } cu_ctx;

@@ -2,6 +2,7 @@
 #include "kernels/cuda/cuda_kernels.cuh"
 #include <math.h>
 #include <float.h>
+#include <stdlib.h>
 
 #define WARP 32
 
@@ -93,6 +94,17 @@ __device__ __forceinline__ void unpack8(uint4 v, float *f)
         f[2 * i] = t.x;
         f[2 * i + 1] = t.y;
     }
+}
+
+/* 8 floats -> 8 bf16 (round to nearest even), in unpack8's order */
+__device__ __forceinline__ uint4 pack8(const float *f)
+{
+    uint4 v;
+    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        p[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return v;
 }
 
 __device__ __forceinline__ float dot8(uint4 w, const float *x)
@@ -366,6 +378,62 @@ cudaError_t cu_rope_kv(const cu_rope_args *a, cudaStream_t s)
     return cu_launch(k_rope_kv, dim3(a->n), dim3(128), 0, s, *a);
 }
 
+/* Prefill RoPE + K/V store with 16-byte vectors: one block per row; after
+ * the row's cos/sin table, one task per 8 frequency pairs of a q or k head
+ * (both halves loaded, rotated, stored) and per 8 values of v.  Same
+ * roundings as rope_pair. */
+__global__ void __launch_bounds__(256) k_rope_kv_pf(cu_rope_args a)
+{
+    __shared__ float cs[CU_MAX_HEAD_DIM / 2], sns[CU_MAX_HEAD_DIM / 2];
+    pdl_wait();
+    pdl_trigger();
+    const int t = blockIdx.x, pos = a.desc->pos + t, half = a.dq / 2, hv = half / 8;
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+        float ang = a.inv_freq[j] * (float)pos;
+        cs[j] = bfr(cosf(ang));
+        sns[j] = bfr(sinf(ang));
+    }
+    __syncthreads();
+    bf16 *row = a.u + (size_t)t * a.ldu;
+    const int nq = a.nh * hv, nk = a.owner ? a.nkv * hv : 0, nv = a.owner ? a.nkv * a.dv / 8 : 0;
+    bf16 *K = NULL, *V = NULL;
+    if (a.owner) {
+        int slot = kv_slot(a.g, pos);
+        K = a.desc->kv[2 * a.layer] + (size_t)slot * a.nkv * a.dq;
+        V = a.desc->kv[2 * a.layer + 1] + (size_t)slot * a.nkv * a.dv;
+    }
+    for (int i = threadIdx.x; i < nq + nk + nv; i += blockDim.x) {
+        if (i < nq + nk) {
+            const bool isq = i < nq;
+            const int ii = isq ? i : i - nq, h = ii / hv, j0 = (ii % hv) * 8;
+            const bf16 *src = row + (isq ? 0 : a.k_off) + h * a.dq;
+            bf16 *dst = (isq ? row : K) + h * a.dq;
+            float x[8], y[8], o1[8], o2[8];
+            unpack8(*reinterpret_cast<const uint4 *>(src + j0), x);
+            unpack8(*reinterpret_cast<const uint4 *>(src + j0 + half), y);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const float c = cs[j0 + e], sn = sns[j0 + e];
+                o1[e] = bfr(x[e] * c) - bfr(y[e] * sn);
+                o2[e] = bfr(y[e] * c) + bfr(x[e] * sn);
+            }
+            *reinterpret_cast<uint4 *>(dst + j0) = pack8(o1);
+            *reinterpret_cast<uint4 *>(dst + j0 + half) = pack8(o2);
+        } else {
+            const int v = i - nq - nk;
+            reinterpret_cast<uint4 *>(V)[v] = *reinterpret_cast<const uint4 *>(row + a.v_off + 8 * v);
+        }
+    }
+}
+
+cudaError_t cu_rope_kv_pf(const cu_rope_args *a, cudaStream_t s)
+{
+    if (a->rope && !a->per_token && a->dq % 16 == 0 && a->dq <= CU_MAX_HEAD_DIM && a->ldu % 8 == 0 &&
+        a->k_off % 8 == 0 && a->v_off % 8 == 0 && a->dv % 8 == 0 && ((uintptr_t)a->u & 15) == 0)
+        return cu_launch(k_rope_kv_pf, dim3(a->n), dim3(256), 0, s, *a);
+    return cu_rope_kv(a, s);
+}
+
 /* --------------------------------------------------------------- mixer merge */
 
 __global__ void k_preavg(const bf16 *att, const float *ml, const float *o, int nsplit, int nh, int dv,
@@ -478,12 +546,112 @@ __global__ void k_conv_state(const bf16 *u, int ldu, int xs_off, int n, const cu
         st[(size_t)k * di + c] = nv[k];
 }
 
+#define CONVP_ROWS 4   /* positions per thread of the vector prefill conv (>= d_conv - 1) */
+
+/* Prefill conv for d_conv = 4, 16-byte loads: one thread per (8 channels,
+ * CONVP_ROWS positions) loads the CONVP_ROWS + 3 input rows it needs at once
+ * (all in flight together), then slides the 4-tap window down them.  The
+ * thread of the first row block also replaces the conv state: it is the only
+ * one that reads the old state, so the two kernels of the general path
+ * become one.  Same sums in the same order as k_conv_prefill. */
+__global__ void __launch_bounds__(256) k_conv_prefill4(const bf16 *__restrict__ u, int ldu, int xs_off, int n,
+                                                      const cu_desc *desc, int layer, const bf16 *__restrict__ w,
+                                                      const float *__restrict__ bias, int di, bf16 *__restrict__ uc)
+{
+    pdl_wait();
+    pdl_trigger();
+    const int nv = di / 8, nrb = (n + CONVP_ROWS - 1) / CONVP_ROWS;
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= nv * nrb)
+        return;
+    const int cv = idx % nv, rb = idx / nv, c0 = cv * 8;
+    const int t0 = rb * CONVP_ROWS;
+    float *st = desc->conv + (size_t)layer * 4 * di + c0;   /* [4][di], this thread's 8 channels */
+    const bf16 *xs = u + xs_off + c0;                         /* row j: xs + j*ldu */
+    uint4 xin[CONVP_ROWS + 3];                                /* rows t0-3 .. t0+CONVP_ROWS-1 (bf16) */
+#pragma unroll
+    for (int k = 0; k < CONVP_ROWS + 3; k++) {
+        int j = t0 - 3 + k;
+        if (j >= 0 && j < n)
+            xin[k] = *reinterpret_cast<const uint4 *>(xs + (size_t)j * ldu);
+    }
+    float wraw[32];
+    const uint4 *w4 = reinterpret_cast<const uint4 *>(w + (size_t)c0 * 4);   /* w [di][4] */
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        unpack8(w4[i], wraw + 8 * i);
+    float bf[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+        bf[e] = bias ? bias[c0 + e] : 0.0f;
+    float win[3][8];   /* inputs of positions t-3, t-2, t-1 */
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        int j = t0 - 3 + k;
+        if (j >= 0) {
+            unpack8(xin[k], win[k]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                win[k][e] = st[(size_t)(4 + j) * di + e];
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < CONVP_ROWS; r++) {
+        const int t = t0 + r;
+        if (t >= n)
+            break;
+        float x[8], o[8];
+        unpack8(xin[r + 3], x);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float acc = bf[e];
+            acc += wraw[e * 4 + 0] * win[0][e];
+            acc += wraw[e * 4 + 1] * win[1][e];
+            acc += wraw[e * 4 + 2] * win[2][e];
+            acc += wraw[e * 4 + 3] * x[e];
+            o[e] = silu_f(acc);
+            win[0][e] = win[1][e];
+            win[1][e] = win[2][e];
+            win[2][e] = x[e];
+        }
+        *reinterpret_cast<uint4 *>(uc + (size_t)t * di + c0) = pack8(o);
+    }
+    if (rb != 0)
+        return;
+    /* new state: the last 4 pre-conv inputs, oldest first (old entries where n < 4) */
+    float nvv[4][8];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        int j = n - 4 + k;
+        if (j >= 0) {
+            unpack8(*reinterpret_cast<const uint4 *>(xs + (size_t)j * ldu), nvv[k]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                nvv[k][e] = st[(size_t)(4 + j) * di + e];
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            st[(size_t)k * di + e] = nvv[k][e];
+}
+
+static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 cudaError_t cu_conv_prefill(const bf16 *u, int ldu, int xs_off, int n, const cu_desc *desc, int layer,
                             const bf16 *w, const float *bias, int di, int dc, bf16 *uc,
                             cudaStream_t s)
 {
     if (dc > CU_MAX_DCONV)
         return cudaErrorInvalidValue;
+    if (dc == 4 && di % 8 == 0 && ldu % 8 == 0 && xs_off % 8 == 0 && al16(u) && al16(w) && al16(uc)) {
+        size_t threads = (size_t)(di / 8) * ((n + CONVP_ROWS - 1) / CONVP_ROWS);
+        return cu_launch(k_conv_prefill4, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0, s, u, ldu, xs_off,
+                         n, desc, layer, w, bias, di, uc);
+    }
     size_t total = (size_t)n * di;
     k_conv_prefill<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(u, ldu, xs_off, n, desc, layer, w, bias,
                                                                   di, dc, uc);
@@ -698,61 +866,125 @@ size_t cu_ssm_ws_floats(int n, int di)
     return 3 * nch * (size_t)di * CU_D_STATE + (size_t)n * di;
 }
 
-/* Delta = softplus(delta + dt_bias) once per (position, channel), fp32. */
-__global__ void k_softplus(const bf16 *__restrict__ delta, const float *__restrict__ bias, float *__restrict__ out,
-                           size_t total, int di)
-{
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < total)
-        out[i] = softplus_f(b2f(delta[i]) + bias[i % di]);
-}
-
-#define SCAN_STEP 8   /* positions whose inputs are loaded before any is used */
+/*
+ * Prefill scan, chunked over positions: one thread owns one channel's 16
+ * states in registers (no shuffles in the position loop); a block covers
+ * SCAN_THREADS channels of one chunk of L positions.  L (a multiple of
+ * SCAN_AHEAD in [CU_SCAN_CHUNK, SCAN_CHUNK_MAX]) is chosen per launch from the
+ * shape and the chip (scan_chunk_len): enough blocks to fill every SM, all
+ * resident at once, evenly spread.  Per (position, state) the work is one
+ * exp2 (the MUFU pipe, 16 per clock per SM) and three or four fp32
+ * instructions.  B and C of the chunk's positions are staged in shared memory
+ * and read as broadcasts; the per-channel inputs of the next SCAN_AHEAD
+ * positions are loaded while the current ones are computed.
+ *
+ * Numerics are the reference scan kernel's: decay exp2(delta * (A*log2 e))
+ * with A*log2 e formed once per state, B*(delta*u), fp32 state; the exp2 is
+ * the hardware's (ex2.approx.ftz: a decay below 2^-126 is 0).  Only fp32
+ * summation orders are our own (C.h in four partial sums; a chunk's total
+ * decay as exp2(A*log2 e * sum delta)).
+ */
+#define SCAN_THREADS 128
+#define SCAN_MIN_BLOCKS 5    /* resident blocks per SM the register budget must allow */
+#define SCAN_AHEAD 4         /* positions per step of the software pipeline */
+#define SCAN_CHUNK_MAX 64    /* longest chunk (shared-memory staging of B, C) */
 #define LOG2E 1.4426950408889634f
 
-/* The prefill decay as the reference's scan kernel computes it: exp2(delta*A*log2(e)). */
-__device__ __forceinline__ float scan_decay(float da) { return exp2f(da * LOG2E); }
-
-/* Phase 1 of the chunked scan: each chunk from a zero state; keeps the
- * chunk's end state and its total decay exp(sum delta*A). */
-__global__ void __launch_bounds__(256) k_scan_local(cu_ssm_args a, const float *__restrict__ dl, int nch)
+__device__ __forceinline__ float ex2_ftz(float x)
 {
-    const int s = threadIdx.x & 15;
-    const int c = min(blockIdx.x * 16 + (threadIdx.x >> 4), a.di - 1);
-    const int ch = blockIdx.y;
-    const int P = a.R + 2 * CU_D_STATE;
-    const int t0 = ch * CU_SCAN_CHUNK, t1 = min(a.n, t0 + CU_SCAN_CHUNK);
-    const float A = a.A[c * CU_D_STATE + s];
-    const bf16 *__restrict__ uc = a.uc;
-    const float *__restrict__ dbc = a.dbc;
-    float h = 0.0f, sum_da = 0.0f;
-    for (int t = t0; t < t1; t += SCAN_STEP) {
-        float dv[SCAN_STEP], uv[SCAN_STEP], bv[SCAN_STEP];
-#pragma unroll
-        for (int q = 0; q < SCAN_STEP; q++) {
-            int tt = min(t + q, t1 - 1);
-            dv[q] = dl[(size_t)tt * a.di + c];
-            uv[q] = b2f(uc[(size_t)tt * a.di + c]);
-            bv[q] = dbc[(size_t)tt * P + a.R + s];
-        }
-#pragma unroll
-        for (int q = 0; q < SCAN_STEP; q++) {
-            if (t + q < t1) {
-                float da = dv[q] * A;
-                h = scan_decay(da) * h + bv[q] * (dv[q] * uv[q]);
-                sum_da += da;
-            }
-        }
-    }
-    size_t nstate = (size_t)a.di * CU_D_STATE;
-    size_t i = (size_t)ch * nstate + (size_t)c * CU_D_STATE + s;
-    a.ws[i] = h;
-    a.ws[(size_t)nch * nstate + i] = scan_decay(sum_da);
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
 }
 
-/* Phase 2: the state entering each chunk, sequentially over chunks. */
+/* Phase 1: each chunk from a zero state; keeps the chunk's end state and
+ * total decay in ws, and Delta = softplus(delta + dt_bias) (fp32) in dl for
+ * phase 3. */
+__global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_local(cu_ssm_args a, float *__restrict__ dl,
+                                                                              int nch, int L)
+{
+    __shared__ __align__(16) float Bs[SCAN_CHUNK_MAX][CU_D_STATE];   /* B of the chunk's positions */
+    pdl_wait();
+    pdl_trigger();
+    const int c_raw = blockIdx.x * SCAN_THREADS + threadIdx.x;
+    const bool valid = c_raw < a.di;
+    const int c = valid ? c_raw : a.di - 1;
+    const int ch = blockIdx.y, P = a.R + 2 * CU_D_STATE;
+    const int t0 = ch * L, len = min(a.n - t0, L);
+    for (int i = threadIdx.x; i < len * CU_D_STATE; i += blockDim.x)
+        Bs[i / CU_D_STATE][i % CU_D_STATE] = a.dbc[(size_t)(t0 + i / CU_D_STATE) * P + a.R + i % CU_D_STATE];
+    const bf16 *__restrict__ dp = a.delta + (size_t)t0 * a.di + c;
+    const bf16 *__restrict__ up = a.uc + (size_t)t0 * a.di + c;
+    float dv[SCAN_AHEAD], uv[SCAN_AHEAD];
+#pragma unroll
+    for (int q = 0; q < SCAN_AHEAD; q++) {
+        size_t o = (size_t)min(q, len - 1) * a.di;
+        dv[q] = b2f(dp[o]);
+        uv[q] = b2f(up[o]);
+    }
+    float A2[CU_D_STATE], h[CU_D_STATE];
+#pragma unroll
+    for (int s = 0; s < CU_D_STATE; s++) {
+        A2[s] = a.A[c * CU_D_STATE + s] * LOG2E;
+        h[s] = 0.0f;
+    }
+    const float bias = a.dtb[c];
+    float sd = 0.0f;   /* sum of Delta over the chunk */
+    __syncthreads();
+    for (int t = 0; t < len; t += SCAN_AHEAD) {
+        float dn[SCAN_AHEAD], un[SCAN_AHEAD];   /* the next step's inputs, in flight during this one */
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            size_t o = (size_t)min(t + SCAN_AHEAD + q, len - 1) * a.di;
+            dn[q] = b2f(dp[o]);
+            un[q] = b2f(up[o]);
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            if (t + q >= len)
+                break;
+            const float d = softplus_f(dv[q] + bias), du = d * uv[q];
+            sd += d;
+            if (valid)
+                dl[(size_t)(t0 + t + q) * a.di + c] = d;
+            const float4 *b4 = reinterpret_cast<const float4 *>(Bs[t + q]);
+#pragma unroll
+            for (int s4 = 0; s4 < CU_D_STATE / 4; s4++) {
+                const float4 b = b4[s4];
+                const float bb[4] = { b.x, b.y, b.z, b.w };
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int s = 4 * s4 + j;
+                    h[s] = ex2_ftz(d * A2[s]) * h[s] + bb[j] * du;
+                }
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            dv[q] = dn[q];
+            uv[q] = un[q];
+        }
+    }
+    if (!valid)
+        return;
+    const size_t nstate = (size_t)a.di * CU_D_STATE, i = (size_t)ch * nstate + (size_t)c * CU_D_STATE;
+    float4 *hw = reinterpret_cast<float4 *>(a.ws + i), *dw = reinterpret_cast<float4 *>(a.ws + nch * nstate + i);
+#pragma unroll
+    for (int s4 = 0; s4 < CU_D_STATE / 4; s4++) {
+        hw[s4] = make_float4(h[4 * s4], h[4 * s4 + 1], h[4 * s4 + 2], h[4 * s4 + 3]);
+        dw[s4] = make_float4(ex2_ftz(A2[4 * s4] * sd), ex2_ftz(A2[4 * s4 + 1] * sd), ex2_ftz(A2[4 * s4 + 2] * sd),
+                             ex2_ftz(A2[4 * s4 + 3] * sd));
+    }
+}
+
+#define CARRY_AHEAD 16   /* chunks whose (end state, decay) pairs are loaded before the chain uses them */
+
+/* Phase 2: the state entering each chunk, sequentially over chunks (the
+ * loads do not depend on the chain, so they are issued ahead of it). */
 __global__ void k_scan_carry(cu_ssm_args a, int nch)
 {
+    pdl_wait();
+    pdl_trigger();
     size_t nstate = (size_t)a.di * CU_D_STATE;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= nstate)
@@ -760,70 +992,172 @@ __global__ void k_scan_carry(cu_ssm_args a, int nch)
     const float *hl = a.ws, *dec = a.ws + nch * nstate;
     float *hin = a.ws + 2 * nch * nstate;
     float H = a.desc->ssm[(size_t)a.layer * nstate + i];
-    for (int k = 0; k < nch; k++) {
-        hin[k * nstate + i] = H;
-        H = dec[k * nstate + i] * H + hl[k * nstate + i];
+    for (int k0 = 0; k0 < nch; k0 += CARRY_AHEAD) {
+        float dk[CARRY_AHEAD], hk[CARRY_AHEAD];
+#pragma unroll
+        for (int q = 0; q < CARRY_AHEAD; q++) {
+            int k = min(k0 + q, nch - 1);
+            dk[q] = dec[k * nstate + i];
+            hk[q] = hl[k * nstate + i];
+        }
+#pragma unroll
+        for (int q = 0; q < CARRY_AHEAD; q++) {
+            if (k0 + q >= nch)
+                break;
+            hin[(k0 + q) * nstate + i] = H;
+            H = dk[q] * H + hk[q];
+        }
     }
 }
 
 /* Phase 3: rerun each chunk from its true entering state, emit the gated
- * output; the last chunk stores the final state. */
-__global__ void __launch_bounds__(256) k_scan_out(cu_ssm_args a, const float *__restrict__ dl, int nch)
+ * output out = bf16((C.h + D u) * silu(z)); the last chunk stores the final
+ * state.  FUSED: a single chunk, no phase 1: Delta computed here. */
+template <bool FUSED>
+__global__ void __launch_bounds__(SCAN_THREADS, SCAN_MIN_BLOCKS) k_scan_out(cu_ssm_args a, const float *__restrict__ dl,
+                                                                            int nch, int L)
 {
-    const int s = threadIdx.x & 15;
-    const int c_raw = blockIdx.x * 16 + (threadIdx.x >> 4);
+    __shared__ __align__(16) float BC[SCAN_CHUNK_MAX][2 * CU_D_STATE];   /* B then C of the chunk's positions */
+    pdl_wait();
+    pdl_trigger();
+    const int c_raw = blockIdx.x * SCAN_THREADS + threadIdx.x;
     const bool valid = c_raw < a.di;
     const int c = valid ? c_raw : a.di - 1;
-    const int ch = blockIdx.y;
-    const int P = a.R + 2 * CU_D_STATE;
-    const int t0 = ch * CU_SCAN_CHUNK, t1 = min(a.n, t0 + CU_SCAN_CHUNK);
-    size_t nstate = (size_t)a.di * CU_D_STATE;
-    size_t si = (size_t)c * CU_D_STATE + s;
-    float *state = a.desc->ssm + (size_t)a.layer * nstate;
-    float h = nch == 1 ? state[si] : a.ws[2 * nch * nstate + ch * nstate + si];
-    const float A = a.A[si], D = a.D[c];
-    const bf16 *__restrict__ uc = a.uc;
-    const bf16 *__restrict__ zin = a.u + a.z_off + c;
-    const float *__restrict__ dbc = a.dbc;
-    bf16 *__restrict__ out = a.out;
-    for (int t = t0; t < t1; t += SCAN_STEP) {
-        float dv[SCAN_STEP], uv[SCAN_STEP], bv[SCAN_STEP], cv[SCAN_STEP], zv[SCAN_STEP];
+    const int ch = blockIdx.y, P = a.R + 2 * CU_D_STATE;
+    const int t0 = ch * L, len = min(a.n - t0, L);
+    for (int i = threadIdx.x; i < len * 2 * CU_D_STATE; i += blockDim.x)
+        BC[i / (2 * CU_D_STATE)][i % (2 * CU_D_STATE)] =
+            a.dbc[(size_t)(t0 + i / (2 * CU_D_STATE)) * P + a.R + i % (2 * CU_D_STATE)];
+    const bf16 *__restrict__ dp = a.delta + (size_t)t0 * a.di + c;
+    const float *__restrict__ lp = dl + (size_t)t0 * a.di + c;
+    const bf16 *__restrict__ up = a.uc + (size_t)t0 * a.di + c;
+    const bf16 *__restrict__ zp = a.u + (size_t)t0 * a.ldu + a.z_off + c;
+    bf16 *__restrict__ op = a.out + (size_t)t0 * a.di + c;
+    float dv[SCAN_AHEAD], uv[SCAN_AHEAD], zv[SCAN_AHEAD];
 #pragma unroll
-        for (int q = 0; q < SCAN_STEP; q++) {
-            int tt = min(t + q, t1 - 1);
-            dv[q] = dl[(size_t)tt * a.di + c];
-            uv[q] = b2f(uc[(size_t)tt * a.di + c]);
-            bv[q] = dbc[(size_t)tt * P + a.R + s];
-            cv[q] = dbc[(size_t)tt * P + a.R + CU_D_STATE + s];
-            zv[q] = s == 0 ? b2f(zin[(size_t)tt * a.ldu]) : 0.0f;
+    for (int q = 0; q < SCAN_AHEAD; q++) {
+        int tt = min(q, len - 1);
+        dv[q] = FUSED ? b2f(dp[(size_t)tt * a.di]) : lp[(size_t)tt * a.di];
+        uv[q] = b2f(up[(size_t)tt * a.di]);
+        zv[q] = b2f(zp[(size_t)tt * a.ldu]);
+    }
+    const size_t nstate = (size_t)a.di * CU_D_STATE, si = (size_t)c * CU_D_STATE;
+    float *state = a.desc->ssm + (size_t)a.layer * nstate;
+    const float *hsrc = nch == 1 ? state + si : a.ws + 2 * nch * nstate + ch * nstate + si;
+    float A2[CU_D_STATE], h[CU_D_STATE];
+#pragma unroll
+    for (int s = 0; s < CU_D_STATE; s++) {
+        A2[s] = a.A[si + s] * LOG2E;
+        h[s] = hsrc[s];
+    }
+    const float D = a.D[c], bias = FUSED ? a.dtb[c] : 0.0f;
+    __syncthreads();
+    for (int t = 0; t < len; t += SCAN_AHEAD) {
+        float dn[SCAN_AHEAD], un[SCAN_AHEAD], zn[SCAN_AHEAD];   /* the next step's inputs, in flight during this one */
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            int tt = min(t + SCAN_AHEAD + q, len - 1);
+            dn[q] = FUSED ? b2f(dp[(size_t)tt * a.di]) : lp[(size_t)tt * a.di];
+            un[q] = b2f(up[(size_t)tt * a.di]);
+            zn[q] = b2f(zp[(size_t)tt * a.ldu]);
         }
 #pragma unroll
-        for (int q = 0; q < SCAN_STEP; q++) {
-            if (t + q < t1) {
-                h = scan_decay(dv[q] * A) * h + bv[q] * (dv[q] * uv[q]);
-                float y = sum16(cv[q] * h) + D * uv[q];
-                if (valid && s == 0)
-                    out[(size_t)(t + q) * a.di + c] = f2b(y * silu_f(zv[q]));
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            if (t + q >= len)
+                break;
+            const float d = FUSED ? softplus_f(dv[q] + bias) : dv[q], du = d * uv[q];
+            const float4 *bc4 = reinterpret_cast<const float4 *>(BC[t + q]);
+            float y4[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+#pragma unroll
+            for (int s4 = 0; s4 < CU_D_STATE / 4; s4++) {
+                const float4 b = bc4[s4], cc = bc4[CU_D_STATE / 4 + s4];
+                const float bb[4] = { b.x, b.y, b.z, b.w }, cv[4] = { cc.x, cc.y, cc.z, cc.w };
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int s = 4 * s4 + j;
+                    h[s] = ex2_ftz(d * A2[s]) * h[s] + bb[j] * du;
+                    y4[j] += cv[j] * h[s];
+                }
             }
+            const float y = ((y4[0] + y4[1]) + (y4[2] + y4[3])) + D * uv[q];
+            if (valid)
+                op[(size_t)(t + q) * a.di] = f2b(y * silu_f(zv[q]));
+        }
+#pragma unroll
+        for (int q = 0; q < SCAN_AHEAD; q++) {
+            dv[q] = dn[q];
+            uv[q] = un[q];
+            zv[q] = zn[q];
         }
     }
-    if (valid && ch == nch - 1)
-        state[si] = h;
+    if (valid && ch == nch - 1) {
+#pragma unroll
+        for (int s = 0; s < CU_D_STATE; s++)
+            state[si + s] = h[s];
+    }
+}
+
+/*
+ * Chunk length of a prefill scan: a multiple of SCAN_AHEAD in
+ * [CU_SCAN_CHUNK, SCAN_CHUNK_MAX] minimizing the positions one SM must run,
+ * (blocks per SM, at least the SCAN_SAT it takes to keep an SM's pipes busy)
+ * x L, among the lengths whose blocks are all resident at once when any are;
+ * ties go to the longer chunk (fewer chunk states to carry).
+ */
+#define SCAN_SAT 4
+static int scan_chunk_len(int n, int di)
+{
+    static int n_sm = 0, occ = 0, forced = -1;
+    if (forced < 0) {
+        /* HYMBA_CUDA_SCAN_CHUNK=L forces the chunk length (for measurements) */
+        const char *e = getenv("HYMBA_CUDA_SCAN_CHUNK");
+        int L = e ? atoi(e) : 0;
+        forced = L >= CU_SCAN_CHUNK && L <= SCAN_CHUNK_MAX && L % SCAN_AHEAD == 0 ? L : 0;
+    }
+    if (forced)
+        return forced;
+    if (!n_sm) {
+        int dev = 0, o1 = 0, o2 = 0, sm = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o1, k_scan_local, SCAN_THREADS, 0) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o2, k_scan_out<false>, SCAN_THREADS, 0) != cudaSuccess)
+            return 32;
+        occ = o1 < o2 ? o1 : o2;
+        n_sm = sm;
+    }
+    const long cb = (di + SCAN_THREADS - 1) / SCAN_THREADS;
+    int best = SCAN_CHUNK_MAX;
+    long best_cost = -1;
+    bool best_one_wave = false;
+    for (int L = SCAN_CHUNK_MAX; L >= CU_SCAN_CHUNK; L -= SCAN_AHEAD) {
+        long nb = cb * ((n + L - 1) / L), per = (nb + n_sm - 1) / n_sm;
+        long cost = (per > SCAN_SAT ? per : SCAN_SAT) * (long)(L < n ? L : n);
+        bool one_wave = nb <= (long)n_sm * occ;
+        if (best_cost < 0 || (one_wave && !best_one_wave) || (one_wave == best_one_wave && cost < best_cost)) {
+            best = L;
+            best_cost = cost;
+            best_one_wave = one_wave;
+        }
+    }
+    return best;
 }
 
 cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s)
 {
-    int nch = (a->n + CU_SCAN_CHUNK - 1) / CU_SCAN_CHUNK;
-    size_t nstate = (size_t)a->di * CU_D_STATE, total = (size_t)a->n * a->di;
+    const int L = scan_chunk_len(a->n, a->di);
+    const int nch = (a->n + L - 1) / L;
+    size_t nstate = (size_t)a->di * CU_D_STATE;
     float *dl = a->ws + 3 * (size_t)nch * nstate;
-    dim3 grid((a->di + 15) / 16, nch);
-    k_softplus<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(a->delta, a->dtb, dl, total, a->di);
-    if (nch > 1) {
-        k_scan_local<<<grid, 256, 0, s>>>(*a, dl, nch);
-        k_scan_carry<<<(unsigned)((nstate + 255) / 256), 256, 0, s>>>(*a, nch);
-    }
-    k_scan_out<<<grid, 256, 0, s>>>(*a, dl, nch);
-    return cudaGetLastError();
+    dim3 grid((a->di + SCAN_THREADS - 1) / SCAN_THREADS, nch);
+    cudaError_t e;
+    if (nch == 1)
+        return cu_launch(k_scan_out<true>, grid, dim3(SCAN_THREADS), 0, s, *a, (const float *)dl, nch, L);
+    if ((e = cu_launch(k_scan_local, grid, dim3(SCAN_THREADS), 0, s, *a, dl, nch, L)) != cudaSuccess ||
+        (e = cu_launch(k_scan_carry, dim3((unsigned)((nstate + 255) / 256)), dim3(256), 0, s, *a, nch)) !=
+            cudaSuccess)
+        return e;
+    return cu_launch(k_scan_out<false>, grid, dim3(SCAN_THREADS), 0, s, *a, (const float *)dl, nch, L);
 }
 
 /* ------------------------------------------------------------- MLP / misc */
@@ -861,6 +1195,204 @@ cudaError_t cu_bf16_to_f32(const bf16 *x, float *y, size_t n, cudaStream_t s)
     if (n == 0)
         return cudaSuccess;
     return cu_launch(k_bf16_to_f32, dim3((unsigned)((n + 255) / 256)), dim3(256), 0, s, x, y, n);
+}
+
+/* ------------------------------------------------- prefill row kernels */
+
+/*
+ * Element-wise passes of the prefill, for many rows: one warp per row, the
+ * row held in registers as 16-byte bf16 vectors (NV per lane), so each
+ * input is read once and no shared memory or block barriers are needed.
+ * Same roundings as the general kernels (only the fp32 sums of squares are
+ * added in another order).  Shapes they do not cover go to those kernels.
+ */
+#define ROWK_WARPS 4   /* rows per block */
+
+/* x = bf16(x + y) (y optional, bf16 rows of stride ldy); hn = RMSNorm(x; w).  H <= 256*NV, H % 8 == 0. */
+template <int NV>
+__global__ void __launch_bounds__(ROWK_WARPS * 32) k_resnorm_rows(bf16 *x, const bf16 *y, int ldy, const bf16 *w,
+                                                                   bf16 *hn, int n, int H, float eps)
+{
+    pdl_wait();
+    pdl_trigger();
+    const int row = blockIdx.x * ROWK_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= n)
+        return;
+    const int nvec = H / 8;
+    uint4 *xr = reinterpret_cast<uint4 *>(x + (size_t)row * H);
+    const uint4 *yr = y ? reinterpret_cast<const uint4 *>(y + (size_t)row * ldy) : NULL;
+    uint4 xv[NV], yv[NV];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {   /* every load of the row in flight at once */
+        const int v = lane + 32 * j;
+        if (v < nvec) {
+            xv[j] = xr[v];
+            if (yr)
+                yv[j] = yr[v];
+        }
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int v = lane + 32 * j;
+        if (v < nvec) {
+            float f[8];
+            unpack8(xv[j], f);
+            if (yr) {
+                float g[8];
+                unpack8(yv[j], g);
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    f[e] = bfr(f[e] + g[e]);
+                xv[j] = pack8(f);
+                xr[v] = xv[j];
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                ss += f[e] * f[e];
+        }
+    }
+    ss = warp_sum(ss);
+    const float r = rsqrtf(ss / (float)H + eps);
+    const uint4 *w4 = reinterpret_cast<const uint4 *>(w);
+    uint4 *hr = reinterpret_cast<uint4 *>(hn + (size_t)row * H);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int v = lane + 32 * j;
+        if (v < nvec) {
+            float f[8], g[8];
+            unpack8(xv[j], f);
+            unpack8(w4[v], g);
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                f[e] = g[e] * bfr(f[e] * r);
+            hr[v] = pack8(f);
+        }
+    }
+}
+
+cudaError_t cu_resnorm_pf(bf16 *x, const bf16 *y, int ldy, const bf16 *w, bf16 *hn, int n, int H, float eps,
+                          cudaStream_t s)
+{
+    dim3 grid((n + ROWK_WARPS - 1) / ROWK_WARPS), block(ROWK_WARPS * 32);
+    bool vec = H % 8 == 0 && al16(x) && al16(w) && al16(hn) && (!y || (ldy % 8 == 0 && al16(y)));
+    if (vec && H <= 256 * 8)
+        return cu_launch(k_resnorm_rows<8>, grid, block, 0, s, x, y, ldy, w, hn, n, H, eps);
+    cu_lin yl = { NULL, 0, 0, 0, y, ldy };
+    return cu_resnorm(x, y ? &yl : NULL, w, hn, n, H, eps, s);
+}
+
+#define PREAVG_THREADS 128   /* one block per row of the prefill merge */
+
+/* Mixer merge with attention rows given: m = bf16(bf16(RMS(att; w1) + RMS(ssm; w2)) / 2).
+ * One block per row (a row of both inputs is 2*di*2 bytes: too many registers
+ * for one warp at di = 3200), NV 16-byte vectors per thread: di <= 1024*NV, di % 8 == 0. */
+template <int NV>
+__global__ void __launch_bounds__(PREAVG_THREADS) k_preavg_rows(const bf16 *att, const bf16 *ssm, const bf16 *w1,
+                                                                const bf16 *w2, float eps, bf16 *m, int di)
+{
+    __shared__ float red[2][PREAVG_THREADS / 32];
+    pdl_wait();
+    pdl_trigger();
+    const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nvec = di / 8;
+    const uint4 *ar = reinterpret_cast<const uint4 *>(att + (size_t)row * di);
+    const uint4 *sr = reinterpret_cast<const uint4 *>(ssm + (size_t)row * di);
+    uint4 av[NV], sv[NV];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int v = threadIdx.x + PREAVG_THREADS * j;
+        if (v < nvec) {
+            av[j] = ar[v];
+            sv[j] = sr[v];
+        }
+    }
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        if (threadIdx.x + PREAVG_THREADS * j < nvec) {
+            float f[8], g[8];
+            unpack8(av[j], f);
+            unpack8(sv[j], g);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                s1 += f[e] * f[e];
+                s2 += g[e] * g[e];
+            }
+        }
+    }
+    s1 = warp_sum(s1);
+    s2 = warp_sum(s2);
+    if (lane == 0) {
+        red[0][warp] = s1;
+        red[1][warp] = s2;
+    }
+    __syncthreads();
+    s1 = s2 = 0.0f;
+#pragma unroll
+    for (int w = 0; w < PREAVG_THREADS / 32; w++) {
+        s1 += red[0][w];
+        s2 += red[1][w];
+    }
+    const float r1 = rsqrtf(s1 / (float)di + eps), r2 = rsqrtf(s2 / (float)di + eps);
+    const uint4 *w14 = reinterpret_cast<const uint4 *>(w1), *w24 = reinterpret_cast<const uint4 *>(w2);
+    uint4 *mr = reinterpret_cast<uint4 *>(m + (size_t)row * di);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int v = threadIdx.x + PREAVG_THREADS * j;
+        if (v < nvec) {
+            float f[8], g[8], wa[8], wb[8];
+            unpack8(av[j], f);
+            unpack8(sv[j], g);
+            unpack8(w14[v], wa);
+            unpack8(w24[v], wb);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                float n1 = bfr(wa[e] * bfr(f[e] * r1));
+                float n2 = bfr(wb[e] * bfr(g[e] * r2));
+                f[e] = bfr(n1 + n2) * 0.5f;
+            }
+            mr[v] = pack8(f);
+        }
+    }
+}
+
+cudaError_t cu_preavg_pf(const bf16 *att, const bf16 *ssm_out, const bf16 *w1, const bf16 *w2, float eps, bf16 *m,
+                         int n, int nh, int dv, cudaStream_t s)
+{
+    const int di = nh * dv;
+    if (di % 8 == 0 && di <= PREAVG_THREADS * 8 * 4 && al16(att) && al16(ssm_out) && al16(w1) && al16(w2) &&
+        al16(m))
+        return cu_launch(k_preavg_rows<4>, dim3(n), dim3(PREAVG_THREADS), 0, s, att, ssm_out, w1, w2, eps, m, di);
+    return cu_preavg(att, NULL, NULL, 1, nh, dv, ssm_out, w1, w2, eps, m, n, s);
+}
+
+/* Gated activation, 8 outputs per thread from two 16-byte loads of interleaved gate/up. */
+__global__ void k_gated_act8(const uint4 *__restrict__ gu, uint4 *__restrict__ a, size_t total8, int I8)
+{
+    pdl_wait();
+    pdl_trigger();
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total8)
+        return;
+    size_t t = idx / I8, i = idx % I8;
+    const uint4 *row = gu + t * 2 * I8;
+    float f[16], o[8];
+    unpack8(row[2 * i], f);
+    unpack8(row[2 * i + 1], f + 8);
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+        o[e] = bfr(silu_f(f[2 * e])) * f[2 * e + 1];
+    a[idx] = pack8(o);
+}
+
+cudaError_t cu_gated_act_pf(const bf16 *gu, bf16 *a, int n, int I, cudaStream_t s)
+{
+    if (I % 8 != 0 || !al16(gu) || !al16(a))
+        return cu_gated_act(gu, a, n, I, s);
+    size_t total8 = (size_t)n * I / 8;
+    return cu_launch(k_gated_act8, dim3((unsigned)((total8 + 255) / 256)), dim3(256), 0, s,
+                     reinterpret_cast<const uint4 *>(gu), reinterpret_cast<uint4 *>(a), total8, I / 8);
 }
 
 /* ---------------------------------------------------------------- sampler */

@@ -13,7 +13,7 @@ typedef __nv_bfloat16 bf16;
 #define CU_MAX_VPL 4          /* v_head_dim / 32 */
 #define CU_MAX_HEAD_DIM 128   /* q/k head size */
 #define CU_D_STATE 16         /* SSM state size per channel */
-#define CU_SCAN_CHUNK 32      /* positions per chunk of the prefill scan */
+#define CU_SCAN_CHUNK 16      /* fewest positions per chunk of the prefill scan (it picks 16..64) */
 
 /*
  * Where the tokens of one launch live.  Decode: token b belongs to sequence
@@ -86,6 +86,9 @@ typedef struct cu_rope_args {
     cu_kvgeom g;
 } cu_rope_args;
 cudaError_t cu_rope_kv(const cu_rope_args *a, cudaStream_t s);
+/* The same for a prefill (per_token 0) with 16-byte vectors; other shapes go to cu_rope_kv.
+ * The K/V cache rows must be 16-byte aligned (the backend's are 256-aligned). */
+cudaError_t cu_rope_kv_pf(const cu_rope_args *a, cudaStream_t s);
 
 /* Attention of n queries (q rotated, in u) over the layer's cache: split over
  * keys.  Writes partials (m, l, o) to ml [n][nh][nsplit][2], o [n][nh][nsplit][dv].
@@ -125,7 +128,8 @@ cudaError_t cu_preavg(const bf16 *att, const float *ml, const float *o, int nspl
                       bf16 *m, int n, cudaStream_t s);
 
 /* Causal depthwise conv + SiLU over n prefill tokens (xs at u[t*ldu + xs_off]),
- * then the conv state update.  uc [n][di]. */
+ * then the conv state update (one kernel for d_conv 4 and 16-byte aligned
+ * rows, else two).  uc [n][di]. */
 cudaError_t cu_conv_prefill(const bf16 *u, int ldu, int xs_off, int n, const cu_desc *desc, int layer,
                             const bf16 *w, const float *bias, int di, int dc, bf16 *uc,
                             cudaStream_t s);
@@ -158,13 +162,25 @@ typedef struct cu_ssm_args {
     float *ws;                               /* prefill scan workspace */
 } cu_ssm_args;
 cudaError_t cu_ssm_decode(const cu_ssm_args *a, cudaStream_t s);
-/* Prefill: chunked scan over the n positions of desc[0]; ws holds
- * cu_ssm_ws_floats(n, di) floats (chunk states and decays, fp32 Delta). */
+/* Prefill: chunked scan over the n positions of desc[0] (softplus of
+ * delta + dt_bias fused in); ws holds cu_ssm_ws_floats(n, di) floats (chunk
+ * states and decays, fp32 Delta). */
 cudaError_t cu_ssm_prefill(const cu_ssm_args *a, cudaStream_t s);
 size_t cu_ssm_ws_floats(int n, int di);
 
 /* Gated MLP activation on interleaved gate/up rows: a[t][i] = bf16(bf16(silu(g)) * u). */
 cudaError_t cu_gated_act(const bf16 *gu, bf16 *a, int n, int I, cudaStream_t s);
+
+/* Prefill variants of three element-wise passes for many rows (one warp per
+ * row, 16-byte loads); shapes they do not cover go to the general kernels.
+ * cu_resnorm_pf: y (optional) bf16 rows of stride ldy; as cu_resnorm.
+ * cu_preavg_pf: as cu_preavg with attention rows given (width nh*dv).
+ * cu_gated_act_pf: as cu_gated_act. */
+cudaError_t cu_resnorm_pf(bf16 *x, const bf16 *y, int ldy, const bf16 *w, bf16 *hn, int n, int H, float eps,
+                          cudaStream_t s);
+cudaError_t cu_preavg_pf(const bf16 *att, const bf16 *ssm_out, const bf16 *w1, const bf16 *w2, float eps, bf16 *m,
+                         int n, int nh, int dv, cudaStream_t s);
+cudaError_t cu_gated_act_pf(const bf16 *gu, bf16 *a, int n, int I, cudaStream_t s);
 
 /* bf16 -> fp32 copy of n values. */
 cudaError_t cu_bf16_to_f32(const bf16 *x, float *y, size_t n, cudaStream_t s);
