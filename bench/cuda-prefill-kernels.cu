@@ -1,11 +1,8 @@
 /* cuda-prefill-kernels.cu: times the CUDA backend's prefill element-wise and scan kernels at the 1.5B shapes
  * (cudaEvent medians) and prints a hash of each output, so two builds can be compared bit for bit.
  *
- * Build against a build tree's kernel library (no GPU needed to build):
- *   nvcc -std=c++17 -O3 -arch=sm_90 -I SRC -I BUILD [-DHAVE_PF] -o cpk SRC/bench/cuda-prefill-kernels.cu \
- *        BUILD/kernels/cuda/libhykcuda.a -lcublas
- * -DHAVE_PF: the library has the prefill row kernels (cu_resnorm_pf, cu_preavg_pf, cu_gated_act_pf).
- * Run: ./cpk [rows]   (default 1024, the backend's prefill chunk) */
+ * Built with the checks (`make bench/cuda-prefill-kernels`; not run by `make check`: it needs a GPU).
+ * Run: bench/cuda-prefill-kernels [rows]   (default 1024, the backend's prefill chunk) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +53,6 @@ static uint64_t hash(const void *d, size_t bytes)
     return x;
 }
 
-#ifdef HAVE_PF
 /* elements of two bf16 device buffers that differ, and the largest difference in units of the last place */
 static void cmp_bf(const char *what, const bf16 *a, const bf16 *b, size_t n)
 {
@@ -72,7 +68,6 @@ static void cmp_bf(const char *what, const bf16 *a, const bf16 *b, size_t n)
         }
     printf("  %-34s %zu of %zu values differ (max %d ulp)\n", what, diff, n, mx);
 }
-#endif
 
 static cudaEvent_t e0, e1;
 
@@ -190,7 +185,6 @@ int main(int argc, char **argv)
     CU(cudaDeviceSynchronize());
     printf("hash preavg %016llx gated %016llx\n", (unsigned long long)hash(m, (size_t)n * Di * 2),
            (unsigned long long)hash(act, (size_t)n * I * 2));
-#ifdef HAVE_PF
     CU(cu_preavg_pf(att, sout, w1, w2, 1e-6f, m2, n, nh, dv, 0));
     CU(cu_gated_act_pf(gu, act2, n, I, 0));
     bf16 *x2;
@@ -203,7 +197,6 @@ int main(int argc, char **argv)
     cmp_bf("gated_act_pf vs gated_act", act2, act, (size_t)n * I);
     cmp_bf("resnorm_pf vs resnorm: x", x2, x, (size_t)n * H);
     cmp_bf("resnorm_pf vs resnorm: hn", hn2, hn, (size_t)n * H);
-#endif
 
     /* timings (us, median of 20 after 3 warm-ups); the scan and conv update their states each call */
     printf("%-28s %9s  %s\n", "kernel", "us", "ideal us at 3.0 TB/s (bytes read once + written once)");
@@ -221,12 +214,10 @@ int main(int argc, char **argv)
         nd * Di * 6);
     row("resnorm (+y)", time_us([&] { CU(cu_resnorm(x, &yl, wn, hn, n, H, 1e-6f, 0)); }), nd * H * 8);
     row("gated_act", time_us([&] { CU(cu_gated_act(gu, act, n, I, 0)); }), nd * I * 6);
-#ifdef HAVE_PF
     row("rope_kv_pf", time_us([&] { CU(cu_rope_kv_pf(&ra, 0)); }), nd * (q_cols * 4 + nkv * dq * 4 + nkv * dv * 4));
     row("preavg_pf", time_us([&] { CU(cu_preavg_pf(att, sout, w1, w2, 1e-6f, m2, n, nh, dv, 0)); }), nd * Di * 6);
     row("resnorm_pf (+y)", time_us([&] { CU(cu_resnorm_pf(x2, y, H, wn, hn2, n, H, 1e-6f, 0)); }), nd * H * 8);
     row("gated_act_pf", time_us([&] { CU(cu_gated_act_pf(gu, act2, n, I, 0)); }), nd * I * 6);
-#endif
     printf("done\n");
     return 0;
 }

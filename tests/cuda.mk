@@ -17,3 +17,10 @@ TESTS += tests/test-cuda-backend
 tests_test_cuda_backend_SOURCES = tests/test-cuda-backend.c tests/randmodel.c tests/randmodel.h
 tests_test_cuda_backend_LDADD = $(HYMBA_TEST_LIBS)
 endif
+
+# Timing of the prefill element-wise and scan kernels (needs a GPU; built with the checks, not run).
+if HAVE_CUDA
+check_PROGRAMS += bench/cuda-prefill-kernels
+bench_cuda_prefill_kernels_SOURCES = bench/cuda-prefill-kernels.cu
+bench_cuda_prefill_kernels_LDADD = kernels/cuda/libhykcuda.a $(CUDA_LIBS) -lm
+endif
