@@ -50,16 +50,21 @@ static int argmax(const float *v, int n)
     return b;
 }
 
-static hy_model *load(const char *dir, const char *backend, hy_err *err)
+static hy_model *load_ctx(const char *dir, const char *backend, int max_ctx, hy_err *err)
 {
     hy_load_opts o;
     hy_model *m = NULL;
     memset(&o, 0, sizeof(o));
     o.backend = backend;
-    o.max_ctx = 1024;
+    o.max_ctx = max_ctx;
     if (hy_model_load(dir, &o, &m, err) < 0)
         return NULL;
     return m;
+}
+
+static hy_model *load(const char *dir, const char *backend, hy_err *err)
+{
+    return load_ctx(dir, backend, 1024, err);
 }
 
 /* ------------------------------------------------------------ state images */
@@ -457,6 +462,55 @@ out_models:
     free(dir);
 }
 
+/* A long prompt, then a few decode steps vs the CPU: the global layer's key
+ * splits of the batch-1 decode kernel hold more keys than one of its
+ * attention chunks (online softmax across chunks). */
+static void long_context(const char *name, const rm_cfg *c, int T, int steps)
+{
+    hy_err err;
+    char *dir = hy_test_tmpdir();
+    rm_model rm;
+    if (!dir || rm_write(dir, c, &rm) < 0) {
+        CHECK(0, "%s: cannot write a random checkpoint", name);
+        free(dir);
+        return;
+    }
+    rm_free(&rm);
+    hy_model *mg = load_ctx(dir, "cuda", T + steps + 16, &err);
+    CHECK(mg != NULL, "%s: cuda load: %s", name, err.msg);
+    hy_model *mc = load_ctx(dir, "cpu", T + steps + 16, &err);
+    CHECK(mc != NULL, "%s: cpu load: %s", name, err.msg);
+    if (mg && mc) {
+        const int V = hy_model_arch(mg)->vocab;
+        int32_t *ids = malloc((size_t)(T + steps) * sizeof(int32_t));
+        rm_tokens(c->seed + 100, V, ids, T + steps);
+        hy_seq *sg = NULL, *sc = NULL;
+        CHECK(hy_seq_new(mg, &sg, &err) == 0 && hy_seq_new(mc, &sc, &err) == 0, "%s: seq: %s", name, err.msg);
+        int ok = hy_seq_prefill(mg, sg, ids, T, NULL, &err) == 0;
+        CHECK(ok, "%s: cuda prefill: %s", name, err.msg);
+        if (ok) {
+            ok = hy_seq_prefill(mc, sc, ids, T, NULL, &err) == 0;
+            CHECK(ok, "%s: cpu prefill: %s", name, err.msg);
+        }
+        double worst = 0;
+        for (int j = 0; ok && j < steps; j++) {
+            int32_t tok = ids[T + j];
+            CHECK(hy_seq_decode_batch(mg, &sg, &tok, 1, &err) == 0, "%s: cuda decode: %s", name, err.msg);
+            CHECK(hy_seq_decode_batch(mc, &sc, &tok, 1, &err) == 0, "%s: cpu decode: %s", name, err.msg);
+            worst = fmax(worst, rel_err(hy_seq_logits(sg), hy_seq_logits(sc), (size_t)V));
+        }
+        printf("  %-8s %d decode steps after a %d-token prompt vs cpu: worst rel err %.3e\n", name, steps, T, worst);
+        CHECK(worst <= DECODE_TOL, "%s: decode logits rel err %.3e", name, worst);
+        hy_seq_free(sg);
+        hy_seq_free(sc);
+        free(ids);
+    }
+    hy_model_free(mg);
+    hy_model_free(mc);
+    hy_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     hy_err err;
@@ -514,5 +568,15 @@ int main(void)
                  .kv_src = { 0, 0, 2, 2 }, .is_global = { 1, 1, 0, 0 }, .dtype = HY_ST_F32, .seed = 8 };
     vs_cpu("rand-x", &x, 70);
     vs_cpu("rand-y", &y, 45);
+    /* two global layers of 4 KV heads: at 4600 keys each key split of the decode kernel spans chunks */
+    rm_cfg z = { .vocab = 256, .hidden = 128, .layers = 3, .heads = 8, .kv_heads = 4, .inter = 256, .window = 64,
+                 .n_meta = 4, .d_state = 16, .d_conv = 4, .dt_rank = 8, .expand = 2,
+                 .kv_src = { 0, 1, 2 }, .is_global = { 1, 0, 1 }, .dtype = HY_ST_BF16, .seed = 9 };
+    long_context("rand-long", &z, 4600, 6);
+    /* the batch-1 step as separate kernels (the persistent kernel's fallback) */
+    setenv("HYMBA_CUDA_MEGA", "0", 1);
+    vs_cpu("rand-x/k", &x, 70);
+    long_context("rand-long/k", &z, 4600, 6);
+    unsetenv("HYMBA_CUDA_MEGA");
     return hy_test_done("test-cuda-backend");
 }
