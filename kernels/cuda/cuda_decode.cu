@@ -852,6 +852,10 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
         return 0;
     }
     mk->nblk = ctx->n_sm;
+    if (a.nkv > mk->nblk) {   /* one block per attention unit at least */
+        free(mk);
+        return 0;
+    }
     int nsa = mk->nblk / (2 * a.nkv);   /* half the blocks: the other half runs the SSM step meanwhile */
     a.nsa = nsa < 1 ? 1 : nsa > MK_SPLITS_MAX ? MK_SPLITS_MAX : nsa;
 
