@@ -85,10 +85,11 @@ typedef struct hy_rng {
 void hy_sampling_default(hy_sampling *p);
 
 /* Append tokens[b] to each of B conversations and choose each one's next
- * token next[b].  With a backend that samples on the device (CUDA) and no
- * repetition penalty, only the ids leave the device; keep_logits also copies
- * the logits (hy_seq_logits is NULL after a call without them).  Otherwise
- * the logits come back and hy_sample picks on the host. */
+ * token next[b].  With a backend that samples on the device (CUDA), and a
+ * repetition penalty off or over at most HY_SAMPLE_MAX_REPEAT (1024) recent
+ * tokens, only the ids leave the device; keep_logits also copies the logits
+ * (hy_seq_logits is NULL after a call without them).  Otherwise the logits
+ * come back and hy_sample picks on the host. */
 int hy_seq_decode_next(hy_model *m, hy_seq **seqs, const int32_t *tokens, int B, const hy_sampling *p,
                        hy_rng *rng, bool keep_logits, int32_t *next, hy_err *err);
 

@@ -34,11 +34,28 @@ static int append_token(hy_model *m, hy_seq *s, int32_t tok, hy_err *err)
     return 0;
 }
 
-/* The device sampler covers temperature, top-k, top-p and min-p, not the repetition penalty. */
+static bool penalty_on(const hy_sampling *p)
+{
+    return p->repeat_penalty > 0.0f && p->repeat_penalty != 1.0f && p->repeat_last_n != 0;
+}
+
+/* The device sampler covers temperature, top-k, top-p, min-p and a repetition
+ * penalty over at most HY_SAMPLE_MAX_REPEAT recent tokens. */
 static bool device_can_sample(const hy_model *m, const hy_sampling *p)
 {
-    return m->be->decode_sample && (p->repeat_penalty == 1.0f || p->repeat_penalty <= 0.0f ||
-                                    p->repeat_last_n == 0);
+    return m->be->decode_sample &&
+           (!penalty_on(p) || (p->repeat_last_n > 0 && p->repeat_last_n <= HY_SAMPLE_MAX_REPEAT));
+}
+
+/* Row b of the penalty window: the last n ids of seqs[b]'s history followed by
+ * tokens[b] (the history the host sampler sees after the decode), -1 before. */
+static void penalty_window(hy_seq *const *seqs, const int32_t *tokens, int b, int n, int32_t *out)
+{
+    const hy_seq *s = seqs[b];
+    for (int i = 0; i < n; i++) {
+        int64_t h = s->n_tokens + 1 - n + i;   /* index into the history + tokens[b] */
+        out[i] = h < 0 ? -1 : h == s->n_tokens ? tokens[b] : s->tokens[h];
+    }
 }
 
 int hy_seq_decode_next(hy_model *m, hy_seq **seqs, const int32_t *tokens, int B, const hy_sampling *p,
@@ -55,10 +72,12 @@ int hy_seq_decode_next(hy_model *m, hy_seq **seqs, const int32_t *tokens, int B,
                                 seqs[b]->n_tokens);
         return 0;
     }
+    const int rn = penalty_on(p) ? p->repeat_last_n : 0;
     void **st = malloc((size_t)B * sizeof(void *));
     float *u = malloc((size_t)B * sizeof(float));
     float *logits = keep_logits ? malloc((size_t)B * m->arch.vocab * sizeof(float)) : NULL;
-    if (!st || !u || (keep_logits && !logits)) {
+    int32_t *rep = rn ? malloc((size_t)B * rn * sizeof(int32_t)) : NULL;
+    if (!st || !u || (keep_logits && !logits) || (rn && !rep)) {
         rc = hy_err_set(err, -ENOMEM, "seq: out of memory for a decode batch of %d", B);
         goto out;
     }
@@ -69,8 +88,10 @@ int hy_seq_decode_next(hy_model *m, hy_seq **seqs, const int32_t *tokens, int B,
         }
         st[b] = seqs[b]->st;
         u[b] = (float)((next_bits(rng) >> 40) * 0x1p-24);
+        if (rn)
+            penalty_window(seqs, tokens, b, rn, rep + (size_t)b * rn);
     }
-    hy_sample_params sp = { p->temperature, p->top_k, p->top_p, p->min_p };
+    hy_sample_params sp = { p->temperature, p->top_k, p->top_p, p->min_p, p->repeat_penalty, rn, rep };
     rc = m->be->decode_sample(m->be_ctx, m->bm, st, tokens, B, &sp, u, next, logits, err);
     for (int b = 0; b < B && rc == 0; b++) {
         hy_seq *s = seqs[b];
@@ -84,6 +105,7 @@ out:
     free(st);
     free(u);
     free(logits);
+    free(rep);
     return rc;
 }
 

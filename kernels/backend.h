@@ -146,12 +146,19 @@ typedef enum hy_logits_mode {
     HY_LOGITS_ALL = 2,       /* every position of the chunk: [n, vocab] */
 } hy_logits_mode;
 
+/* Most recent ids per row the on-device repetition penalty looks at. */
+#define HY_SAMPLE_MAX_REPEAT 1024
+
 /* Parameters of the optional on-device sampler (decode_sample). */
 typedef struct hy_sample_params {
     float temperature;       /* <= 0: greedy (argmax, lowest id on ties) */
     int top_k;               /* <= 0: off */
     float top_p;             /* >= 1: off */
     float min_p;             /* <= 0: off (relative to the most likely token) */
+    float repeat_penalty;    /* > 0 and != 1: each distinct id of repeat_ids has its logit divided
+                                (when > 0) or multiplied by it once, before everything else */
+    int repeat_n;            /* ids per row in repeat_ids, 0..HY_SAMPLE_MAX_REPEAT */
+    const int32_t *repeat_ids;   /* [B][repeat_n] each row's recent ids (the token just fed last), -1: none */
 } hy_sample_params;
 
 typedef struct hy_backend_ops {

@@ -295,7 +295,7 @@ static void golden_case(const char *shared, const char *cs)
 
     /* the on-device sampler, greedy: the argmax of the same step's logits */
     if (m->be->decode_sample) {
-        hy_sample_params sp = { 0.0f, 0, 1.0f, 0.0f };
+        hy_sample_params sp = { 0.0f, 0, 1.0f, 0.0f, 1.0f, 0, NULL };
         int32_t tok = ids[0], id = -1;
         float u = 0.5f;
         CHECK(m->be->decode_sample(m->be_ctx, m->bm, &d->st, &tok, 1, &sp, &u, &id, dl, &err) == 0,
@@ -462,6 +462,66 @@ out_models:
     free(dir);
 }
 
+/* Greedy choice with a repetition penalty: on the device (hy_seq_decode_next)
+ * the same ids as hy_sample on the host over the same logits and history. */
+static void penalty_case(const char *name, const rm_cfg *c)
+{
+    hy_err err;
+    char *dir = hy_test_tmpdir();
+    rm_model rm;
+    if (!dir || rm_write(dir, c, &rm) < 0) {
+        CHECK(0, "%s: cannot write a random checkpoint", name);
+        free(dir);
+        return;
+    }
+    rm_free(&rm);
+    hy_model *m = load(dir, "cuda", &err);
+    CHECK(m != NULL, "%s: cuda load: %s", name, err.msg);
+    if (m) {
+        const int V = hy_model_arch(m)->vocab, T = 12, steps = 40;
+        int32_t ids[T];
+        rm_tokens(c->seed + 200, V, ids, T);
+        hy_seq *d = NULL, *h = NULL;
+        CHECK(hy_seq_new(m, &d, &err) == 0 && hy_seq_new(m, &h, &err) == 0, "%s: seq: %s", name, err.msg);
+        CHECK(hy_seq_prefill(m, d, ids, T - 1, NULL, &err) == 0 && hy_seq_prefill(m, h, ids, T - 1, NULL, &err) == 0,
+              "%s: prefill: %s", name, err.msg);
+        hy_sampling p;
+        hy_sampling_default(&p);
+        p.temperature = 0.0f;
+        p.repeat_penalty = 1.8f;   /* strong: greedy must leave recently chosen ids */
+        p.repeat_last_n = 8;
+        hy_rng rng;
+        hy_rng_seed(&rng, 1);
+        int32_t td = ids[T - 1], th = ids[T - 1];
+        int same = 0, penalized = 0;
+        for (int j = 0; j < steps; j++) {
+            int32_t nd = -1;
+            CHECK(hy_seq_decode_next(m, &d, &td, 1, &p, &rng, true, &nd, &err) == 0, "%s: decode_next: %s", name,
+                  err.msg);
+            CHECK(hy_seq_decode_batch(m, &h, &th, 1, &err) == 0, "%s: decode: %s", name, err.msg);
+            const float *lh = hy_seq_logits(h);
+            int32_t nh = hy_sample(&p, &rng, lh, V, h->tokens, h->n_tokens);
+            int32_t am = 0;
+            for (int v = 1; v < V; v++)
+                am = lh[v] > lh[am] ? v : am;
+            same += nd == nh;
+            penalized += nh != am;
+            td = nd;
+            th = nh;
+        }
+        printf("  %-8s greedy with repetition penalty: device == host %d/%d (penalty moved %d choices)\n", name,
+               same, steps, penalized);
+        CHECK(same == steps, "%s: device choice differs from the host's in %d of %d steps", name, steps - same,
+              steps);
+        CHECK(penalized > 0, "%s: the penalty never changed a choice", name);
+        hy_seq_free(d);
+        hy_seq_free(h);
+    }
+    hy_model_free(m);
+    hy_test_rmtree(dir);
+    free(dir);
+}
+
 /* A long prompt, then a few decode steps vs the CPU: the global layer's key
  * splits of the batch-1 decode kernel hold more keys than one of its
  * attention chunks (online softmax across chunks). */
@@ -573,6 +633,7 @@ int main(void)
                  .n_meta = 4, .d_state = 16, .d_conv = 4, .dt_rank = 8, .expand = 2,
                  .kv_src = { 0, 1, 2 }, .is_global = { 1, 0, 1 }, .dtype = HY_ST_BF16, .seed = 9 };
     long_context("rand-long", &z, 4600, 6);
+    penalty_case("rand-x", &x);
     /* the batch-1 step as separate kernels (the persistent kernel's fallback) */
     setenv("HYMBA_CUDA_MEGA", "0", 1);
     vs_cpu("rand-x/k", &x, 70);

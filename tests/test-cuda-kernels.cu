@@ -671,6 +671,41 @@ static void test_sampler(void)
         for (int b = 0; b < B; b++)
             CHECKF(lg[(size_t)b * V + ids[b]] == lg[(size_t)b * V + am[b]], "top_p=1e-6 row %d picked %d", b, ids[b]);
     }
+    /* repetition penalty: duplicates applied once, -1 and out-of-range ids ignored, signs handled */
+    {
+        const int n = 9;
+        int32_t w[B * n];
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < n; i++)
+                w[b * n + i] = (int32_t)(urand() * 40) - 2;   /* -2..37: duplicates and invalid ids */
+        w[0] = V + 5;
+        w[1] = w[2] = 3;
+        std::vector<int32_t> wv(w, w + B * n);
+        int32_t *dw = dev_from(wv);
+        float *dp;
+        CU(cudaMalloc(&dp, (size_t)B * V * 4));
+        CU(cu_repeat_penalty(dl, V, B, dw, n, 1.3f, dp, 0));
+        std::vector<float> got((size_t)B * V), want(lg);
+        CU(cudaMemcpy(got.data(), dp, got.size() * 4, cudaMemcpyDeviceToHost));
+        for (int b = 0; b < B; b++) {
+            std::vector<char> seen(V, 0);
+            for (int i = 0; i < n; i++) {
+                int t = w[b * n + i];
+                if (t < 0 || t >= V || seen[t])
+                    continue;
+                seen[t] = 1;
+                float &v = want[(size_t)b * V + t];
+                v = v > 0 ? v / 1.3f : v * 1.3f;
+            }
+        }
+        size_t diff = 0;
+        for (size_t i = 0; i < got.size(); i++)
+            diff += got[i] != want[i];
+        printf("  repetition penalty: %zu of %zu logits differ from the host rule\n", diff, got.size());
+        CHECKF(diff == 0, "repetition penalty: %zu logits differ", diff);
+        cudaFree(dw);
+        cudaFree(dp);
+    }
     cudaFree(dl); cudaFree(du); cudaFree(dids);
 }
 

@@ -88,6 +88,8 @@ int cu_scratch_alloc(cu_ctx *ctx, cu_model *m, cu_scratch *sc, int rows, int dec
         { (void **)&sc->ws, ws_n * 4 },
         { (void **)&sc->logits, R * V * 4 },
         { (void **)&sc->urand, R * 4 },
+        { (void **)&sc->plog, decode ? R * V * 4 : 0 },
+        { (void **)&sc->rep, decode ? R * HY_SAMPLE_MAX_REPEAT * 4 : 0 },
         { (void **)&sc->ids, R * 4 },
         { (void **)&sc->out_ids, R * 4 },
         { (void **)&sc->desc, R * sizeof(cu_desc) },
@@ -110,7 +112,7 @@ int cu_scratch_alloc(cu_ctx *ctx, cu_model *m, cu_scratch *sc, int rows, int dec
     sc->bytes = total;
     sc->rows = rows;
     sc->nsplit_attn_max = decode ? attn_splits(ctx, m, 1) : 1;
-    size_t hbytes = R * sizeof(cu_desc) + R * 4 + R * 4;
+    size_t hbytes = R * sizeof(cu_desc) + R * 4 + R * 4 + (decode ? R * HY_SAMPLE_MAX_REPEAT * 4 : 0);
     cudaError_t e = cudaMallocHost((void **)&sc->hdesc, hbytes);
     if (e != cudaSuccess) {
         cudaFree(base);
@@ -120,6 +122,7 @@ int cu_scratch_alloc(cu_ctx *ctx, cu_model *m, cu_scratch *sc, int rows, int dec
     }
     sc->hids = (int32_t *)(sc->hdesc + R);
     sc->hurand = (float *)(sc->hids + R);
+    sc->hrep = decode ? (int32_t *)(sc->hurand + R) : NULL;
     return 0;
 }
 
@@ -415,7 +418,18 @@ int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *t
         for (int b = 0; b < B; b++)
             sc->hurand[b] = u ? u[b] : 0.0f;
         CK(cudaMemcpyAsync(sc->urand, sc->hurand, (size_t)B * 4, cudaMemcpyHostToDevice, s));
-        cu_sample_args sa = { sc->logits, m->a.vocab, m->a.vocab, B, sp->temperature, sp->top_p, sp->min_p,
+        const float *lg = sc->logits;
+        if (sp->repeat_penalty > 0.0f && sp->repeat_penalty != 1.0f && sp->repeat_n > 0) {
+            if (sp->repeat_n > HY_SAMPLE_MAX_REPEAT || !sp->repeat_ids)
+                return hy_err_set(err, -EINVAL, "cuda: repetition penalty over %d ids (at most %d)", sp->repeat_n,
+                                  HY_SAMPLE_MAX_REPEAT);
+            memcpy(sc->hrep, sp->repeat_ids, (size_t)B * sp->repeat_n * 4);
+            CK(cudaMemcpyAsync(sc->rep, sc->hrep, (size_t)B * sp->repeat_n * 4, cudaMemcpyHostToDevice, s));
+            CK(cu_repeat_penalty(sc->logits, m->a.vocab, B, sc->rep, sp->repeat_n, sp->repeat_penalty, sc->plog,
+                                 s));
+            lg = sc->plog;
+        }
+        cu_sample_args sa = { lg, m->a.vocab, m->a.vocab, B, sp->temperature, sp->top_p, sp->min_p,
                               sp->top_k, sc->urand, sc->out_ids };
         CK(cu_sample(&sa, s));
         CK(cudaMemcpyAsync(sc->hids, sc->out_ids, (size_t)B * 4, cudaMemcpyDeviceToHost, s));

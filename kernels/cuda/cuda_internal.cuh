@@ -62,7 +62,10 @@ typedef struct cu_scratch {
     int rows;
     bf16 *x, *hn, *u, *att, *uc, *sout, *m, *delta, *dt, *xp, *gu, *act, *y, *lbf;
     float *dbc, *part, *xpart, *ml, *o, *ws, *logits, *urand;
+    float *plog;        /* decode: [rows][vocab] logits after the repetition penalty */
     int32_t *ids, *out_ids;
+    int32_t *rep;       /* decode: [rows][HY_SAMPLE_MAX_REPEAT] penalty windows */
+    int32_t *hrep;      /* pinned copy of rep */
     cu_desc *desc;
     cu_desc *hdesc;     /* pinned host copy */
     int32_t *hids;      /* pinned */

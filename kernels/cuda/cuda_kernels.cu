@@ -1558,3 +1558,33 @@ cudaError_t cu_sample(const cu_sample_args *a, cudaStream_t s)
 {
     return cu_launch(k_sample, dim3(a->B), dim3(SAMPLE_THREADS), 0, s, *a);
 }
+
+/* One block per row: copy, then one thread per window entry, the last
+ * occurrence of each id applying the penalty (each distinct id once). */
+__global__ void k_repeat_penalty(const float *logits, int V, const int32_t *rep, int n, float pen, float *out)
+{
+    const int b = blockIdx.x;
+    const float *lr = logits + (size_t)b * V;
+    float *orow = out + (size_t)b * V;
+    const int32_t *w = rep + (size_t)b * n;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        orow[i] = lr[i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int32_t t = w[i];
+        bool last = t >= 0 && t < V;
+        for (int j = i + 1; j < n && last; j++)
+            last = w[j] != t;
+        if (last)
+            orow[t] = lr[t] > 0.0f ? lr[t] / pen : lr[t] * pen;
+    }
+}
+
+cudaError_t cu_repeat_penalty(const float *logits, int V, int B, const int32_t *rep, int n, float pen, float *out,
+                              cudaStream_t s)
+{
+    if (B < 1 || n < 1 || V < 1)
+        return cudaErrorInvalidValue;
+    k_repeat_penalty<<<B, 256, 0, s>>>(logits, V, rep, n, pen, out);
+    return cudaGetLastError();
+}

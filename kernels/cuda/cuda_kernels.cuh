@@ -197,6 +197,13 @@ typedef struct cu_sample_args {
 } cu_sample_args;
 cudaError_t cu_sample(const cu_sample_args *a, cudaStream_t s);
 
+/* Repetition penalty of B rows (llama.cpp's rule, as the host sampler):
+ * out = logits, then for each distinct id of rep[b][0..n) (ids outside
+ * [0, V) ignored) out[b][id] = logit / pen when > 0, else logit * pen.
+ * logits, out [B][V]. */
+cudaError_t cu_repeat_penalty(const float *logits, int V, int B, const int32_t *rep, int n, float pen, float *out,
+                              cudaStream_t s);
+
 /* Programmatic dependent launch (sm_90): a kernel lets the next one be
  * launched early (trigger); the next one blocks at wait until this one has
  * finished and its writes are visible.  Kernels of the decode step wait

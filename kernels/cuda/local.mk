@@ -13,6 +13,16 @@ kernels_cuda_libhykcuda_a_SOURCES = \
 HYMBA_BACKEND_LIBS += kernels/cuda/libhykcuda.a $(CUDA_LIBS)
 endif
 
+# The .cu suffix rule below tracks no header dependencies: every CUDA object
+# depends on every header the CUDA sources include (a changed struct must
+# rebuild all of them).
+HY_CUDA_DEPS = $(srcdir)/kernels/cuda/cuda_kernels.cuh $(srcdir)/kernels/cuda/cuda_internal.cuh \
+	$(srcdir)/kernels/cuda/cuda_device.cuh $(srcdir)/kernels/backend.h $(srcdir)/kernels/state_image.h
+if HAVE_CUDA
+$(kernels_cuda_libhykcuda_a_OBJECTS) $(tests_test_cuda_kernels_OBJECTS) \
+	$(bench_cuda_prefill_kernels_OBJECTS): $(HY_CUDA_DEPS)
+endif
+
 SUFFIXES += .cu
 .cu.o:
 	$(AM_V_GEN)$(MKDIR_P) $(@D) && \
