@@ -342,17 +342,26 @@ static void golden_case(const char *shared, const char *cs)
 
 /* ------------------------------------------------------------ CUDA vs CPU */
 
-static void vs_cpu(const char *name, const rm_cfg *c, int T)
+/* A random checkpoint of config c in a new temporary directory (NULL: failed, reported). */
+static char *rand_checkpoint(const char *name, const rm_cfg *c)
 {
-    hy_err err;
     char *dir = hy_test_tmpdir();
     rm_model rm;
     if (!dir || rm_write(dir, c, &rm) < 0) {
         CHECK(0, "%s: cannot write a random checkpoint", name);
         free(dir);
-        return;
+        return NULL;
     }
     rm_free(&rm);
+    return dir;
+}
+
+static void vs_cpu(const char *name, const rm_cfg *c, int T)
+{
+    hy_err err;
+    char *dir = rand_checkpoint(name, c);
+    if (!dir)
+        return;
     hy_model *mg = load(dir, "cuda", &err);
     CHECK(mg != NULL, "%s: cuda load: %s", name, err.msg);
     hy_model *mc = load(dir, "cpu", &err);
@@ -467,14 +476,9 @@ out_models:
 static void penalty_case(const char *name, const rm_cfg *c)
 {
     hy_err err;
-    char *dir = hy_test_tmpdir();
-    rm_model rm;
-    if (!dir || rm_write(dir, c, &rm) < 0) {
-        CHECK(0, "%s: cannot write a random checkpoint", name);
-        free(dir);
+    char *dir = rand_checkpoint(name, c);
+    if (!dir)
         return;
-    }
-    rm_free(&rm);
     hy_model *m = load(dir, "cuda", &err);
     CHECK(m != NULL, "%s: cuda load: %s", name, err.msg);
     if (m) {
@@ -528,14 +532,9 @@ static void penalty_case(const char *name, const rm_cfg *c)
 static void long_context(const char *name, const rm_cfg *c, int T, int steps)
 {
     hy_err err;
-    char *dir = hy_test_tmpdir();
-    rm_model rm;
-    if (!dir || rm_write(dir, c, &rm) < 0) {
-        CHECK(0, "%s: cannot write a random checkpoint", name);
-        free(dir);
+    char *dir = rand_checkpoint(name, c);
+    if (!dir)
         return;
-    }
-    rm_free(&rm);
     hy_model *mg = load_ctx(dir, "cuda", T + steps + 16, &err);
     CHECK(mg != NULL, "%s: cuda load: %s", name, err.msg);
     hy_model *mc = load_ctx(dir, "cpu", T + steps + 16, &err);
