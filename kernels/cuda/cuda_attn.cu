@@ -1,61 +1,12 @@
 /* cuda_attn.cu: attention over the K/V cache: split-over-keys kernel (decode, fallback prefill) and tensor-core flash prefills (mma.sync, wmma). */
 #include "kernels/cuda/cuda_kernels.cuh"
+#include "kernels/cuda/cuda_device.cuh"
 #include <mma.h>
 #include <math.h>
 
 using namespace nvcuda;
 
-__device__ __forceinline__ float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }
-__device__ __forceinline__ float b2f(bf16 x) { return __bfloat162float(x); }
-
-__device__ __forceinline__ int kv_slot(const cu_kvgeom &g, int p)
-{
-    if (g.is_global || p < g.n_meta)
-        return p;
-    return g.n_meta + (p - g.n_meta) % g.ring;
-}
-
-__device__ __forceinline__ float warp_sum_attn(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max_attn(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/*
- * The keys a query at position p sees, as a list of "logical" keys:
- * first the visible meta positions [0, nmeta), then positions [lo, p].
- * Global layers: one range [0, p].
- */
-struct keyset {
-    int nmeta, lo, n;
-};
-
-__device__ __forceinline__ keyset keys_of(const cu_kvgeom &g, int p_first, int p_last)
-{
-    keyset k;
-    if (g.is_global) {
-        k.nmeta = 0;
-        k.lo = 0;
-    } else {
-        k.nmeta = min(g.n_meta, p_last + 1);
-        k.lo = max(g.n_meta, p_first - g.window);
-    }
-    k.n = k.nmeta + max(0, p_last - k.lo + 1);
-    return k;
-}
-
-__device__ __forceinline__ int key_pos(const keyset &k, int i)
-{
-    return i < k.nmeta ? i : k.lo + (i - k.nmeta);
-}
+using namespace cudev;
 
 /* ------------------------------------------------------ split over keys */
 
@@ -148,12 +99,12 @@ __global__ void __launch_bounds__(128) k_attn_split(cu_attn_args a)
             if (j >= G)
                 continue;
             float s = valid ? sc[j] * a.scale : -INFINITY;
-            float mnew = fmaxf(m[j], warp_max_attn(s));
+            float mnew = fmaxf(m[j], warp_max(s));
             if (mnew == -INFINITY)
                 continue;
             float alpha = expf(m[j] - mnew);
             pj[j] = valid ? expf(s - mnew) : 0.0f;
-            l[j] = l[j] * alpha + warp_sum_attn(pj[j]);
+            l[j] = l[j] * alpha + warp_sum(pj[j]);
 #pragma unroll
             for (int e = 0; e < VPL; e++)
                 o[j][e] *= alpha;
