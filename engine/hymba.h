@@ -20,7 +20,7 @@ typedef struct hy_load_opts {
     int threads;             /* CPU threads, <= 0: all cores */
     int device;              /* GPU ordinal */
     int64_t max_ctx;         /* real tokens a conversation may hold; <= 0: max_position_embeddings */
-    int prefill_chunk;       /* positions per prefill call; <= 0: backend default (512) */
+    int prefill_chunk;       /* positions per prefill call; <= 0: the backend's (CPU 512, CUDA 2048) */
     hy_numerics num;
     bool verbose;            /* progress and the backend choice on stderr */
 } hy_load_opts;

@@ -73,6 +73,8 @@ int hy_model_load(const char *dir, const hy_load_opts *opts, hy_model **out, hy_
     m->prefill_chunk = o->prefill_chunk > 0 ? o->prefill_chunk : PREFILL_CHUNK_DEFAULT;
     if ((r = backend_choose(m, o, err)) < 0)
         goto fail;
+    if (o->prefill_chunk <= 0 && m->be->prefill_chunk > 0)
+        m->prefill_chunk = m->be->prefill_chunk;
     if (o->verbose)
         fprintf(stderr, "hymba: loaded %s: %d layers, hidden %d, vocab %d, %d file(s), "
                 "backend %s\n", dir, m->arch.n_layers, m->arch.hidden, m->arch.vocab,

@@ -219,6 +219,10 @@ typedef struct hy_backend_ops {
      * copy bandwidth (bytes read + written, GB/s) and a large bf16 matrix
      * product (TFLOP/s).  Takes about a second. */
     int (*ceilings)(void *ctx, double *copy_gbps, double *mm_tflops, hy_err *err);
+
+    /* Positions per prefill call when the caller names none (0: the
+     * engine's default): the backend's own pass size. */
+    int prefill_chunk;
 } hy_backend_ops;
 
 extern const hy_backend_ops hy_backend_cpu;

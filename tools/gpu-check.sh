@@ -103,7 +103,7 @@ if [ $bench -eq 1 ]; then
     step mkmodel-1.5b "$bin/hymba-mkmodel" --preset 1.5b --seed 1 "$model"
     if [ -x "$bin/hymba-bench" ]; then
         step bench-cuda "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3 \
-            --batch 8,32,64 --prefill 512,2048,8000 --chunk 1024
+            --batch 8,32,64 --prefill 512,2048,8000
         cat "$logs/bench-cuda.log"
         export HYMBA_CUDA_PDL=0   # the same decode without programmatic dependent launch
         step bench-cuda-nopdl "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3

@@ -277,7 +277,7 @@ static void usage(FILE *f)
             "  --repeat R          decode measurements, the median is reported (default 3)\n"
             "  --prefill N,...     extra prompt lengths: prefill tok/s, time to first token and\n"
             "                      the fraction of the device's bf16 matrix rate (when measured)\n"
-            "  --chunk N           positions per prefill call (default: the engine's)\n"
+            "  --chunk N           positions per prefill call (default: the backend's pass size)\n"
             "  --json              one JSON object on stdout\n");
 }
 

@@ -1087,4 +1087,5 @@ extern "C" const hy_backend_ops hy_backend_cuda = {
     /* .stats = */ cuda_stats,
     /* .decode_sample = */ cuda_decode_sample,
     /* .ceilings = */ cuda_ceilings,
+    /* .prefill_chunk = */ CU_PCHUNK,
 };

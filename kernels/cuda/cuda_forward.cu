@@ -62,6 +62,8 @@ int cu_scratch_alloc(cu_ctx *ctx, cu_model *m, cu_scratch *sc, int rows, int dec
     } else {
         attn_rows = R;
     }
+    /* prefill logits leave in blocks of CU_LOGIT_ROWS rows (HY_LOGITS_ALL) */
+    const size_t LR = decode || R < CU_LOGIT_ROWS ? R : CU_LOGIT_ROWS;
     size_t part_n = decode ? (size_t)part_splits_max(ctx, m, rows) * R * H : 0;
     size_t xpart_n = decode ? (size_t)cu_conv_xproj_slices(a->d_inner) * R * P : 0;
     size_t ws_n = decode ? 0 : cu_ssm_ws_floats(rows, a->d_inner);
@@ -79,14 +81,14 @@ int cu_scratch_alloc(cu_ctx *ctx, cu_model *m, cu_scratch *sc, int rows, int dec
         { (void **)&sc->gu, R * 2 * I * 2 },
         { (void **)&sc->act, R * I * 2 },
         { (void **)&sc->y, R * H * 2 },
-        { (void **)&sc->lbf, R * V * 2 },
+        { (void **)&sc->lbf, LR * V * 2 },
         { (void **)&sc->dbc, R * P * 4 },
         { (void **)&sc->part, part_n * 4 },
         { (void **)&sc->xpart, xpart_n * 4 },
         { (void **)&sc->ml, attn_rows * nh * 2 * 4 },
         { (void **)&sc->o, attn_rows * nh * dv * 4 },
         { (void **)&sc->ws, ws_n * 4 },
-        { (void **)&sc->logits, R * V * 4 },
+        { (void **)&sc->logits, LR * V * 4 },
         { (void **)&sc->urand, R * 4 },
         { (void **)&sc->plog, decode ? R * V * 4 : 0 },
         { (void **)&sc->rep, decode ? R * HY_SAMPLE_MAX_REPEAT * 4 : 0 },
@@ -260,11 +262,17 @@ int cu_forward_prefill(cu_ctx *ctx, cu_model *m, cu_state *st, const int32_t *id
         CK(cu_resnorm_pf(sc->x, sc->y, H, next, sc->hn, n, H, eps, s));
     }
     if (mode != HY_LOGITS_NONE) {
-        int r0 = mode == HY_LOGITS_ALL ? 0 : n - 1, nr = mode == HY_LOGITS_ALL ? n : 1;
-        if ((r = gemm(ctx, m->lm_head, a->vocab, H, sc->hn + (size_t)r0 * H, H, nr, sc->lbf, a->vocab, err)) < 0)
-            return r;
-        CK(cu_bf16_to_f32(sc->lbf, sc->logits, (size_t)nr * a->vocab, s));
-        CK(cudaMemcpyAsync(logits, sc->logits, (size_t)nr * a->vocab * 4, cudaMemcpyDeviceToHost, s));
+        /* stream order keeps a block's copy ahead of the next block's overwrite */
+        int r0 = mode == HY_LOGITS_ALL ? 0 : n - 1;
+        for (int done = r0; done < n; done += CU_LOGIT_ROWS) {
+            int nr = n - done < CU_LOGIT_ROWS ? n - done : CU_LOGIT_ROWS;
+            if ((r = gemm(ctx, m->lm_head, a->vocab, H, sc->hn + (size_t)done * H, H, nr, sc->lbf, a->vocab,
+                          err)) < 0)
+                return r;
+            CK(cu_bf16_to_f32(sc->lbf, sc->logits, (size_t)nr * a->vocab, s));
+            CK(cudaMemcpyAsync(logits + (size_t)(done - r0) * a->vocab, sc->logits, (size_t)nr * a->vocab * 4,
+                               cudaMemcpyDeviceToHost, s));
+        }
     }
     CK(cudaStreamSynchronize(s));
     return 0;
