@@ -24,3 +24,10 @@ check_PROGRAMS += bench/cuda-prefill-kernels
 bench_cuda_prefill_kernels_SOURCES = bench/cuda-prefill-kernels.cu
 bench_cuda_prefill_kernels_LDADD = kernels/cuda/libhykcuda.a $(CUDA_LIBS) -lm
 endif
+
+# cuBLAS algorithm choice for the prefill GEMM shapes (needs a GPU; built with the checks, not run).
+if HAVE_CUDA
+check_PROGRAMS += bench/cuda-prefill-gemm
+bench_cuda_prefill_gemm_SOURCES = bench/cuda-prefill-gemm.cu
+bench_cuda_prefill_gemm_LDADD = $(CUDA_LIBS) -lm
+endif
