@@ -4,40 +4,9 @@
 #include <float.h>
 #include <stdlib.h>
 
-#define WARP 32
+#include "kernels/cuda/cuda_device.cuh"
 
-/* Round to bf16 and back: the reference's bf16 storage points (spec §5). */
-__device__ __forceinline__ float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }
-__device__ __forceinline__ float b2f(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ bf16 f2b(float x) { return __float2bfloat16(x); }
-__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/* Sum over the block; every thread gets the result.  red: 32 floats of shared memory. */
-__device__ float block_sum(float v, float *red)
-{
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0)
-        red[w] = v;
-    __syncthreads();
-    v = lane < nw ? red[lane] : 0.0f;
-    return warp_sum(v);
-}
+using namespace cudev;
 
 __device__ float block_max(float v, float *red)
 {
@@ -76,26 +45,6 @@ __device__ __forceinline__ float lin_get(const cu_lin &in, int b, int n)
 int cu_pdl = 1;
 int cu_gemv_lane_vecs = 1;
 
-/* Streaming 16-byte load: weights are read once per step, keep them out of L1. */
-__device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
-{
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-    return r;
-}
-
-__device__ __forceinline__ void unpack8(uint4 v, float *f)
-{
-    const __nv_bfloat162 *p = reinterpret_cast<const __nv_bfloat162 *>(&v);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 t = __bfloat1622float2(p[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
-    }
-}
-
 /* 8 floats -> 8 bf16 (round to nearest even), in unpack8's order */
 __device__ __forceinline__ uint4 pack8(const float *f)
 {
@@ -105,17 +54,6 @@ __device__ __forceinline__ uint4 pack8(const float *f)
     for (int i = 0; i < 4; i++)
         p[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
     return v;
-}
-
-__device__ __forceinline__ float dot8(uint4 w, const float *x)
-{
-    float f[8];
-    unpack8(w, f);
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        s = fmaf(f[i], x[i], s);
-    return s;
 }
 
 /* One warp owns R consecutive rows; lanes stride over the K slice of this
@@ -315,13 +253,6 @@ cudaError_t cu_resnorm(bf16 *x, const cu_lin *y, const bf16 *w, bf16 *hn, int n,
 }
 
 /* ----------------------------------------------------------- RoPE / KV */
-
-__device__ __forceinline__ int kv_slot(const cu_kvgeom &g, int p)
-{
-    if (g.is_global || p < g.n_meta)
-        return p;
-    return g.n_meta + (p - g.n_meta) % g.ring;
-}
 
 /* Rotate-half RoPE of one head in place (src may equal dst). */
 __device__ __forceinline__ void rope_pair(const bf16 *src, bf16 *dst, int j, int half, float c, float sn)
@@ -813,16 +744,6 @@ cudaError_t cu_dbc_norm(const cu_lin *xp, int R, int N, const bf16 *wdt, const b
 }
 
 /* ------------------------------------------------------------------- SSM */
-
-__device__ __forceinline__ float softplus_f(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
-
-/* Sum over the 16 lanes of one channel (lanes 16k..16k+15 of a warp). */
-__device__ __forceinline__ float sum16(float v)
-{
-    for (int o = 8; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* One thread per (channel, state); 16 channels per block. */
 __global__ void __launch_bounds__(256) k_ssm_decode(cu_ssm_args a)
