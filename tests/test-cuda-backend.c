@@ -627,6 +627,11 @@ int main(void)
                  .kv_src = { 0, 0, 2, 2 }, .is_global = { 1, 1, 0, 0 }, .dtype = HY_ST_F32, .seed = 8 };
     vs_cpu("rand-x", &x, 70);
     vs_cpu("rand-y", &y, 45);
+    /* x_proj of 212 rows (dt_rank 180): more than one pass of the decode kernel's x_proj loop */
+    rm_cfg w = { .vocab = 128, .hidden = 64, .layers = 2, .heads = 2, .kv_heads = 1, .inter = 96, .window = 12,
+                 .n_meta = 2, .d_state = 16, .d_conv = 4, .dt_rank = 180, .expand = 2,
+                 .kv_src = { 0, 1 }, .is_global = { 0, 1 }, .dtype = HY_ST_BF16, .seed = 10 };
+    vs_cpu("rand-p", &w, 30);
     /* two global layers of 4 KV heads: at 4600 keys each key split of the decode kernel spans chunks */
     rm_cfg z = { .vocab = 256, .hidden = 128, .layers = 3, .heads = 8, .kv_heads = 4, .inter = 256, .window = 64,
                  .n_meta = 4, .d_state = 16, .d_conv = 4, .dt_rank = 8, .expand = 2,

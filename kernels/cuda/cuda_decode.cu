@@ -304,8 +304,10 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
             }
             ucs[cl] = v;
         }
-        /* the x_proj weights do not depend on the conv: load them meanwhile */
-        for (int r0 = warp; r0 < P; r0 += MK_WARPS * MK_XROWS) {
+        /* the x_proj weights do not depend on the conv: load them meanwhile.
+         * Every warp runs the same passes (the barrier inside is block-wide). */
+        for (int rb = 0; rb < P; rb += MK_WARPS * MK_XROWS) {
+            const int r0 = rb + warp;
             float wv[MK_XROWS][MK_SLICE / 32];
 #pragma unroll
             for (int j = 0; j < MK_XROWS; j++) {
