@@ -39,7 +39,7 @@ check_PROGRAMS += tests/sysint-notify-wait
 tests_sysint_notify_wait_SOURCES = tests/sysint-notify-wait.c
 
 # Tracked files no other fragment distributes: the README's commands and the helpers they run.
-EXTRA_DIST += autogen.sh .ci/deps tools/run-tests.sh tools/daemon-bench.sh tools/gpu-carry.sh tools/gpu-check.sh bench
+EXTRA_DIST += autogen.sh .ci/deps tools/run-tests.sh tools/daemon-bench.sh tools/gpu-carry.sh tools/gpu-check.sh
 
 # make dist refuses a tarball that lacks a tracked file (when the source tree is a git checkout),
 # so EXTRA_DIST stays complete as the tree grows.  Git's own files and placeholders are exempt.
