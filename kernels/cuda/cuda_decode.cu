@@ -102,7 +102,7 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     mk_smem s;
     int kmax = H > Di ? H : Di;
     kmax = kmax > I ? kmax : I;
-    int G = nh / nkv, nkg = MK_THREADS / dv;
+    int G = nh / nkv, nkg = 2 * MK_THREADS / dv;
     int fsn = 4 * (H > Di ? H : Di);
     s.xs = 0;                                   /* bf16 [kmax]: the GEMV input */
     s.fs = s.xs + (kmax + 7) / 8 * 4;           /* float [fsn] */
@@ -455,7 +455,7 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
  * the persistent kernel runs every phase's code once per layer, so its
  * size, not its arithmetic, decides what the instruction caches hold.
  *   scores: one thread per (key, head); softmax: one warp per head;
- *   P.V: one thread per (column, key group), all G heads at once.
+ *   P.V: one thread per (column pair, key group), all G heads at once.
  */
 __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const cu_desc &d, float *sm)
 {
@@ -464,7 +464,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         return;
     const int G = a.nh / a.nkv, kvh = unit / a.nsa, split = unit % a.nsa, dq = a.dq, dv = a.dv;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = dq / 2, tid = threadIdx.x;
-    const int p = d.pos, nkg = MK_THREADS / dv;
+    const int p = d.pos, npair = dv / 2, nkg = MK_THREADS / npair;
     const bf16 *K = d.kv[2 * l.kv_src];
     const bf16 *V = d.kv[2 * l.kv_src + 1];
     const keyset ks = keys_of(l.gd, p, p);
@@ -533,24 +533,30 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             }
         }
         __syncthreads();
-        for (int i = tid; i < nkg * dv; i += MK_THREADS) {
-            const int e = i % dv, kg = i / dv;
-            float acc[CU_MAX_GQA];
+        for (int i = tid; i < nkg * npair; i += MK_THREADS) {
+            const int e2 = i % npair, kg = i / npair;
+            float acc0[CU_MAX_GQA], acc1[CU_MAX_GQA];
 #pragma unroll
             for (int j = 0; j < CU_MAX_GQA; j++)
-                acc[j] = 0.0f;
+                acc0[j] = acc1[j] = 0.0f;
 #pragma unroll 4
-            for (int k = kg; k < nk; k += nkg) {
-                float v = ldb(V + ((size_t)slot[k] * a.nkv + kvh) * dv + e);
+            for (int k = kg; k < nk; k += nkg) {   /* two adjacent columns per 4-byte load */
+                const unsigned *vr = reinterpret_cast<const unsigned *>(V + ((size_t)slot[k] * a.nkv + kvh) * dv);
+                unsigned raw = __ldcg(vr + e2);
+                float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&raw));
 #pragma unroll
                 for (int j = 0; j < CU_MAX_GQA; j++)
-                    if (j < G)
-                        acc[j] = fmaf(s[j * MK_AK + k], v, acc[j]);
+                    if (j < G) {
+                        acc0[j] = fmaf(s[j * MK_AK + k], v.x, acc0[j]);
+                        acc1[j] = fmaf(s[j * MK_AK + k], v.y, acc1[j]);
+                    }
             }
 #pragma unroll
             for (int j = 0; j < CU_MAX_GQA; j++)
-                if (j < G)
-                    part[(kg * G + j) * dv + e] = acc[j];
+                if (j < G) {
+                    part[(kg * G + j) * dv + 2 * e2] = acc0[j];
+                    part[(kg * G + j) * dv + 2 * e2 + 1] = acc1[j];
+                }
         }
         __syncthreads();
         for (int i = tid; i < G * dv; i += MK_THREADS) {
