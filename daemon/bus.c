@@ -61,6 +61,15 @@ int hyd_bus_caller_uid(hyd_ctx *c, sd_bus_message *m, uid_t *uid, sd_bus_error *
     return 0;
 }
 
+int hyd_bus_read_request(hyd_ctx *c, sd_bus_message *m, const ProtobufCMessageDescriptor *d,
+                         ProtobufCMessage **req, uid_t *uid, sd_bus_error *error)
+{
+    int r = hyd_bus_caller_uid(c, m, uid, error);
+    if (r < 0)
+        return r;
+    return wire_read(m, d, c->cfg.max_payload_bytes, req, error);
+}
+
 void hyd_peers_free(hyd_ctx *c)
 {
     while (c->peers) {
@@ -213,11 +222,8 @@ static int method_create_session(sd_bus_message *m, void *userdata, sd_bus_error
     uid_t uid;
     int r;
 
-    r = hyd_bus_caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__create_session_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&req, error);
+    r = hyd_bus_read_request(c, m, &hymba__v1__create_session_request__descriptor,
+                             (ProtobufCMessage **)&req, &uid, error);
     if (r < 0)
         return r;
     r = check_text("the system prompt", req->system_prompt, c->cfg.max_message_bytes, error);
@@ -250,11 +256,8 @@ static int method_list_sessions(sd_bus_message *m, void *userdata, sd_bus_error 
     uid_t uid;
     int r;
 
-    r = hyd_bus_caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__list_sessions_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&req, error);
+    r = hyd_bus_read_request(c, m, &hymba__v1__list_sessions_request__descriptor,
+                             (ProtobufCMessage **)&req, &uid, error);
     if (r < 0)
         return r;
     if (req->all_users && uid != 0)
@@ -305,11 +308,8 @@ static int method_status(sd_bus_message *m, void *userdata, sd_bus_error *error)
     uid_t uid;
     int r;
 
-    r = hyd_bus_caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__status_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&req, error);
+    r = hyd_bus_read_request(c, m, &hymba__v1__status_request__descriptor,
+                             (ProtobufCMessage **)&req, &uid, error);
     if (r < 0)
         return r;
     hyd_sched_stats_get(c->sched, &st);
@@ -351,11 +351,8 @@ static int method_get_session(sd_bus_message *m, void *userdata, sd_bus_error *e
     uid_t uid;
     int r;
 
-    r = hyd_bus_caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__get_session_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&req, error);
+    r = hyd_bus_read_request(c, m, &hymba__v1__get_session_request__descriptor,
+                             (ProtobufCMessage **)&req, &uid, error);
     if (r < 0)
         return r;
     r = hyd_bus_session_lookup(c, req->session_id, uid, &s, error);
@@ -421,11 +418,8 @@ static int method_delete_session(sd_bus_message *m, void *userdata, sd_bus_error
     uid_t uid;
     int r;
 
-    r = hyd_bus_caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__delete_session_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&req, error);
+    r = hyd_bus_read_request(c, m, &hymba__v1__delete_session_request__descriptor,
+                             (ProtobufCMessage **)&req, &uid, error);
     if (r < 0)
         return r;
     r = hyd_bus_session_lookup(c, req->session_id, uid, &s, error);
@@ -532,11 +526,8 @@ static int method_send(sd_bus_message *m, void *userdata, sd_bus_error *error)
     uid_t uid;
     int r;
 
-    r = hyd_bus_caller_uid(c, m, &uid, error);
-    if (r < 0)
-        return r;
-    r = wire_read(m, &hymba__v1__send_request__descriptor, c->cfg.max_payload_bytes,
-                  (ProtobufCMessage **)&in, error);
+    r = hyd_bus_read_request(c, m, &hymba__v1__send_request__descriptor,
+                             (ProtobufCMessage **)&in, &uid, error);
     if (r < 0)
         return r;
     r = hyd_bus_session_lookup(c, in->session_id, uid, &s, error);

@@ -55,6 +55,12 @@ void hyd_peers_free(hyd_ctx *c);
 void hyd_bus_notify_status(hyd_ctx *c);
 /* Shared by every method handler (bus.c and persist.c). */
 int hyd_bus_caller_uid(hyd_ctx *c, sd_bus_message *m, uid_t *uid, sd_bus_error *error);
+/* The prologue of every typed method: the caller's UID, then its request
+ * decoded (descriptor d, at most max_payload_bytes). */
+struct ProtobufCMessageDescriptor;
+struct ProtobufCMessage;
+int hyd_bus_read_request(hyd_ctx *c, sd_bus_message *m, const struct ProtobufCMessageDescriptor *d,
+                         struct ProtobufCMessage **req, uid_t *uid, sd_bus_error *error);
 int hyd_bus_session_lookup(hyd_ctx *c, const char *id, uid_t uid, hyd_session **out, sd_bus_error *error);
 int hyd_bus_request_check(hyd_ctx *c, hyd_session *s, uid_t uid, sd_bus_error *error);
 int hyd_bus_request_submit(hyd_ctx *c, sd_bus_message *m, hyd_session *s, uid_t uid, char *text,

@@ -567,9 +567,8 @@ static int method_regenerate(sd_bus_message *m, void *userdata, sd_bus_error *er
     int r;
     (void)userdata;
 
-    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
-        (r = wire_read(m, &hymba__v1__regenerate_request__descriptor, P.ctx->cfg.max_payload_bytes,
-                       (ProtobufCMessage **)&in, error)) < 0 ||
+    if ((r = hyd_bus_read_request(P.ctx, m, &hymba__v1__regenerate_request__descriptor,
+                                  (ProtobufCMessage **)&in, &uid, error)) < 0 ||
         (r = hyd_bus_session_lookup(P.ctx, in->session_id, uid, &s, error)) < 0)
         return r;
     pthread_mutex_lock(&s->lock);
@@ -588,9 +587,8 @@ static int method_rewind(sd_bus_message *m, void *userdata, sd_bus_error *error)
     int r;
     (void)userdata;
 
-    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
-        (r = wire_read(m, &hymba__v1__rewind_request__descriptor, P.ctx->cfg.max_payload_bytes,
-                       (ProtobufCMessage **)&in, error)) < 0 ||
+    if ((r = hyd_bus_read_request(P.ctx, m, &hymba__v1__rewind_request__descriptor,
+                                  (ProtobufCMessage **)&in, &uid, error)) < 0 ||
         (r = hyd_bus_session_lookup(P.ctx, in->session_id, uid, &s, error)) < 0)
         return r;
     return submit_answer(m, s, uid, in->turn, in->max_new_tokens, in->ignore_eos, error);
@@ -659,9 +657,8 @@ static int method_export(sd_bus_message *m, void *userdata, sd_bus_error *error)
     int fd, r;
     (void)userdata;
 
-    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
-        (r = wire_read(m, &hymba__v1__export_request__descriptor, P.ctx->cfg.max_payload_bytes,
-                       (ProtobufCMessage **)&in, error)) < 0)
+    if ((r = hyd_bus_read_request(P.ctx, m, &hymba__v1__export_request__descriptor,
+                                  (ProtobufCMessage **)&in, &uid, error)) < 0)
         return r;
     if ((r = sd_bus_message_read(m, "h", &fd)) < 0)
         return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "Export needs a file descriptor (h) after the request");
@@ -695,9 +692,8 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error)
     int fd, r;
     (void)userdata;
 
-    if ((r = hyd_bus_caller_uid(P.ctx, m, &uid, error)) < 0 ||
-        (r = wire_read(m, &hymba__v1__import_request__descriptor, c->cfg.max_payload_bytes,
-                       (ProtobufCMessage **)&in, error)) < 0)
+    if ((r = hyd_bus_read_request(P.ctx, m, &hymba__v1__import_request__descriptor,
+                                  (ProtobufCMessage **)&in, &uid, error)) < 0)
         return r;
     if ((r = sd_bus_message_read(m, "h", &fd)) < 0)
         return sd_bus_error_setf(error, HYD_ERROR_INVALID_ARGUMENT, "Import needs a file descriptor (h) after the request");
