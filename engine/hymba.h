@@ -101,5 +101,7 @@ void hy_rng_seed(hy_rng *r, uint64_t seed);
  * repetition penalty.  Does not modify logits. */
 int32_t hy_sample(const hy_sampling *p, hy_rng *rng, const float *logits, int vocab,
                   const int32_t *history, int64_t n_history);
+/* The most likely id of logits[n] (the lowest on ties; NaNs never win). */
+int32_t hy_argmax(const float *logits, int n);
 
 #endif

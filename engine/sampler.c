@@ -227,7 +227,7 @@ static int select_nucleus(cand *c, int n, double need)
     return m1 + select_nucleus_qs(c + m1, m2 - m1, need - acc);
 }
 
-static int32_t argmax(const float *v, int n)
+int32_t hy_argmax(const float *v, int n)
 {
     int32_t best = 0;
     float bv = -INFINITY;
@@ -314,7 +314,7 @@ static int32_t sample_from(const hy_sampling *p, hy_rng *rng, const float *v, in
         if (!isnan(v[i]) && v[i] > -INFINITY)
             c[n++] = (cand){ v[i] * inv_t, 0, i };
     if (n == 0)
-        return argmax(v, vocab);
+        return hy_argmax(v, vocab);
     if (p->top_k > 0 && p->top_k < n) {
         if (p->top_k <= n / 8)
             heap_top(c, n, p->top_k);
@@ -374,6 +374,6 @@ int32_t hy_sample(const hy_sampling *p, hy_rng *rng, const float *logits, int vo
     if (!greedy)
         c = scratch_get(1, (size_t)vocab * sizeof(*c));
     /* Without memory for the candidates, fall back to the most likely token. */
-    tok = greedy || !c ? argmax(v, vocab) : sample_from(p, rng, v, vocab, c);
+    tok = greedy || !c ? hy_argmax(v, vocab) : sample_from(p, rng, v, vocab, c);
     return tok;
 }

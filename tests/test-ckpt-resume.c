@@ -23,15 +23,6 @@ static int32_t prompt[TURNS][16];
 static char model_dir[4096];
 static int vocab;
 
-static int32_t argmax(const float *l, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[best])
-            best = i;
-    return best;
-}
-
 static hy_model *load(void)
 {
     hy_load_opts o = { .backend = "cpu", .threads = 2, .max_ctx = 512 };
@@ -68,7 +59,7 @@ static void turn(hy_model *m, hy_seq *s, int t, run *r, hy_ckpt *c)
         CHECK(hy_ckpt_snap_push(c, &sn, &err) == 0, "push: %s", err.msg);
     }
     for (int i = 0; i < ANSWER; i++) {
-        int32_t tok = argmax(hy_seq_logits(s), vocab);
+        int32_t tok = hy_argmax(hy_seq_logits(s), vocab);
         r->answer[t][i] = tok;
         CHECK(hy_seq_decode_batch(m, &s, &tok, 1, &err) == 0, "decode: %s", err.msg);
         row(r, s);
@@ -152,7 +143,7 @@ static void resume_after(int stop, const run *ref, const char *dir)
         memcpy(rr.rows, ref->rows, (size_t)at * vocab * 4);
         /* "Regenerate": answer turn t again, then the rest of the conversation. */
         for (int k = 0; k < ANSWER; k++) {
-            int32_t tok = argmax(hy_seq_logits(s), vocab);
+            int32_t tok = hy_argmax(hy_seq_logits(s), vocab);
             rr.answer[t][k] = tok;
             hy_seq_decode_batch(m, &s, &tok, 1, &err);
         }

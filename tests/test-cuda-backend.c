@@ -41,15 +41,6 @@ static double rel_err(const float *ours, const float *ref, size_t n)
     return r > 0 ? sqrt(d / r) : sqrt(d);
 }
 
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 static hy_model *load_ctx(const char *dir, const char *backend, int max_ctx, hy_err *err)
 {
     hy_load_opts o;
@@ -206,7 +197,7 @@ static void golden_case(const char *shared, const char *cs)
     CHECK(e <= LOGIT_TOL, "%s: prefill logits rel err %.3e > %.0e", cs, e, LOGIT_TOL);
     int agree = 0, strong = 0, strong_agree = 0;
     for (int t = 0; t < T; t++) {
-        int ours = argmax(lg + (size_t)t * V, V), ref = ((const int32_t *)tam->data)[t];
+        int ours = hy_argmax(lg + (size_t)t * V, V), ref = ((const int32_t *)tam->data)[t];
         float mg = ((const float *)tmg->data)[t];
         agree += ours == ref;
         if (mg >= GREEDY_MARGIN) {
@@ -248,7 +239,7 @@ static void golden_case(const char *shared, const char *cs)
     int first_diff = -1, same = 0;
     hy_seq *f = NULL;
     CHECK(hy_seq_new(m, &f, &err) == 0 && hy_seq_copy(m, f, s, &err) == 0, "%s: copy: %s", cs, err.msg);
-    int cur = argmax(hy_seq_logits(f), V);
+    int cur = hy_argmax(hy_seq_logits(f), V);
     for (int j = 0; j < G && first_diff < 0; j++) {
         if (cur != gref[j]) {
             first_diff = j;
@@ -256,12 +247,12 @@ static void golden_case(const char *shared, const char *cs)
         }
         same++;
         CHECK(hy_seq_decode_batch(m, &f, &cur, 1, &err) == 0, "%s: decode: %s", cs, err.msg);
-        cur = argmax(hy_seq_logits(f), V);
+        cur = hy_argmax(hy_seq_logits(f), V);
     }
     hy_seq_free(f);
     int forced_bad = 0, forced_clear = 0;
     for (int j = 0; j < G; j++) {
-        int ours = argmax(hy_seq_logits(s), V);
+        int ours = hy_argmax(hy_seq_logits(s), V);
         if (gmar[j] >= GREEDY_MARGIN) {
             forced_clear++;
             forced_bad += ours != gref[j];
@@ -300,7 +291,7 @@ static void golden_case(const char *shared, const char *cs)
         float u = 0.5f;
         CHECK(m->be->decode_sample(m->be_ctx, m->bm, &d->st, &tok, 1, &sp, &u, &id, dl, &err) == 0,
               "%s: decode_sample: %s", cs, err.msg);
-        CHECK(id == argmax(dl, V), "%s: device greedy id %d, argmax %d", cs, id, argmax(dl, V));
+        CHECK(id == hy_argmax(dl, V), "%s: device greedy id %d, argmax %d", cs, id, hy_argmax(dl, V));
     }
     free(dl);
     hy_seq_free(d);
@@ -319,17 +310,17 @@ static void golden_case(const char *shared, const char *cs)
         CHECK(hy_seq_new(m, &q, &err) == 0 && hy_seq_prefill(m, q, ids, 5, NULL, &err) == 0, "%s: %s", cs, err.msg);
         CHECK(hy_seq_decode_next(m, &q, &tok, 1, &gp, &rng, true, &next, &err) == 0, "%s: decode_next: %s", cs,
               err.msg);
-        CHECK(next == argmax(hy_seq_logits(q), V), "%s: decode_next greedy %d, argmax %d", cs, next,
-              argmax(hy_seq_logits(q), V));
+        CHECK(next == hy_argmax(hy_seq_logits(q), V), "%s: decode_next greedy %d, argmax %d", cs, next,
+              hy_argmax(hy_seq_logits(q), V));
         gp.temperature = 0.7f;
         gp.top_k = 1;
-        int32_t want = argmax(hy_seq_logits(q), V);
+        int32_t want = hy_argmax(hy_seq_logits(q), V);
         hy_seq *q2 = NULL;
         CHECK(hy_seq_new(m, &q2, &err) == 0 && hy_seq_copy(m, q2, q, &err) == 0, "%s: copy: %s", cs, err.msg);
         CHECK(hy_seq_decode_next(m, &q, &next, 1, &gp, &rng, false, &next2, &err) == 0, "%s: %s", cs, err.msg);
         CHECK(hy_seq_logits(q) == NULL, "%s: logits kept without keep_logits", cs);
         CHECK(hy_seq_decode_batch(m, &q2, &next, 1, &err) == 0, "%s: %s", cs, err.msg);
-        want = argmax(hy_seq_logits(q2), V);
+        want = hy_argmax(hy_seq_logits(q2), V);
         CHECK(next2 == want, "%s: top_k 1 sample %d, argmax %d", cs, next2, want);
         hy_seq_free(q);
         hy_seq_free(q2);
@@ -505,11 +496,8 @@ static void penalty_case(const char *name, const rm_cfg *c)
             CHECK(hy_seq_decode_batch(m, &h, &th, 1, &err) == 0, "%s: decode: %s", name, err.msg);
             const float *lh = hy_seq_logits(h);
             int32_t nh = hy_sample(&p, &rng, lh, V, h->tokens, h->n_tokens);
-            int32_t am = 0;
-            for (int v = 1; v < V; v++)
-                am = lh[v] > lh[am] ? v : am;
             same += nd == nh;
-            penalized += nh != am;
+            penalized += nh != hy_argmax(lh, V);
             td = nd;
             th = nh;
         }

@@ -68,15 +68,6 @@ static void check_rel(const char *cs, const char *what, const float *ours, const
     CHECK(e <= REL_TOL, "%s %s: rel err %.3e > %.0e", cs, what, e, REL_TOL);
 }
 
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 static hy_model *load(const char *dir, bool ref_window, hy_err *err)
 {
     hy_load_opts o = {.backend = "cpu", .threads = 0};
@@ -219,7 +210,7 @@ static void run_case(const char *shared, const char *cs)
     if (am && mg) {
         int checked = 0, agree = 0;
         for (int t = 0; t < T; t++) {
-            int ours = argmax(logits + (size_t)t * vocab, vocab);
+            int ours = hy_argmax(logits + (size_t)t * vocab, vocab);
             agree += ours == ((const int32_t *)am->data)[t];
             if (((const float *)mg->data)[t] < ARGMAX_MARGIN)
                 continue;
@@ -236,7 +227,7 @@ static void run_case(const char *shared, const char *cs)
     if (gi) {
         int n = (int)gi->shape[0], match = 0;
         for (int k = 0; k < n; k++) {
-            int32_t next = argmax(hy_seq_logits(s), vocab);
+            int32_t next = hy_argmax(hy_seq_logits(s), vocab);
             match += next == ((const int32_t *)gi->data)[k];
             CHECK(next == ((const int32_t *)gi->data)[k], "%s: greedy step %d: %d, reference %d", cs, k, next,
                   ((const int32_t *)gi->data)[k]);

@@ -8,15 +8,6 @@
 #include "tests/randmodel.h"
 #include "tests/testutil.h"
 
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 int main(void)
 {
     hy_err err;
@@ -58,9 +49,9 @@ int main(void)
     for (int step = 0; step < 4; step++) {
         CHECK(hy_seq_decode_batch(m, &ref, &tok[1], 1, &err) == 0, "decode: %s", err.msg);
         CHECK(hy_seq_decode_next(m, s, tok, 2, &gp, &rng, true, next, &err) == 0, "decode_next: %s", err.msg);
-        CHECK(next[1] == argmax(hy_seq_logits(ref), V), "step %d: next %d, argmax %d", step, next[1],
-              argmax(hy_seq_logits(ref), V));
-        CHECK(next[0] == argmax(hy_seq_logits(s[0]), V), "step %d: row 0 next is not its argmax", step);
+        CHECK(next[1] == hy_argmax(hy_seq_logits(ref), V), "step %d: next %d, argmax %d", step, next[1],
+              hy_argmax(hy_seq_logits(ref), V));
+        CHECK(next[0] == hy_argmax(hy_seq_logits(s[0]), V), "step %d: row 0 next is not its argmax", step);
         CHECK(hy_seq_len(s[0]) == 2 + step && hy_seq_len(s[1]) == 4 + step, "history lengths %lld %lld",
               (long long)hy_seq_len(s[0]), (long long)hy_seq_len(s[1]));
         memcpy(tok, next, sizeof(tok));

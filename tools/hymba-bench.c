@@ -128,15 +128,6 @@ static void random_tokens(int32_t *ids, int n, int vocab)
     }
 }
 
-static int32_t greedy(const float *logits, int vocab)
-{
-    int32_t b = 0;
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > logits[b])
-            b = i;
-    return b;
-}
-
 /* Decode tok/s of B conversations after a prompt each: median over repeats. */
 static double copy_bandwidth(int threads);
 
@@ -168,7 +159,7 @@ static int bench_decode(hy_model *m, const bench_opts *o, int B, const int32_t *
     gp.repeat_penalty = 1.0f;
     hy_rng_seed(&rng, TOKEN_SEED);
     for (int b = 0; b < B; b++)
-        tok[b] = greedy(hy_seq_logits(seqs[b]), vocab);
+        tok[b] = hy_argmax(hy_seq_logits(seqs[b]), vocab);
     for (int r = 0; r < o->repeat && rc == 0; r++) {
         /* the next token is chosen inside the step (on the device when the backend can) */
         for (int step = 0; step < o->decode && rc == 0; step++) {
@@ -249,7 +240,7 @@ static int bench_prefill(hy_model *m, const int32_t *prompt, int n, double *tok_
     rc = hy_seq_prefill(m, s, prompt, n, NULL, err);
     double t1 = now_s();
     if (rc == 0) {
-        volatile int32_t first = greedy(hy_seq_logits(s), hy_model_arch(m)->vocab);
+        volatile int32_t first = hy_argmax(hy_seq_logits(s), hy_model_arch(m)->vocab);
         (void)first;
         *ttft = now_s() - t0;
         *tok_s = n / (t1 - t0);

@@ -204,15 +204,6 @@ static void image_parts(const hy_arch *a, int64_t n, hy_dtype dt, double *recur,
     }
 }
 
-static int32_t argmax(const float *l, int n)
-{
-    int32_t b = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[b])
-            b = i;
-    return b;
-}
-
 typedef struct point {
     int64_t tokens;
     uint64_t file_bytes;
@@ -317,7 +308,7 @@ static int run_point(hy_model *m, hy_store *st, const opts *o, int64_t n, point 
             goto out;
         double t1 = now_ms();
         rc = hy_ckpt_restore(m, r, &d, err);
-        volatile int32_t first = argmax(hy_seq_logits(r), a->vocab);  /* the first new token */
+        volatile int32_t first = hy_argmax(hy_seq_logits(r), a->vocab);  /* the first new token */
         (void)first;
         double t2 = now_ms();
         hy_ckpt_clear(&d);
@@ -329,7 +320,7 @@ static int run_point(hy_model *m, hy_store *st, const opts *o, int64_t n, point 
     pt->restore_ms = pt->load_ms + pt->import_ms;
     if (!o->synthetic) {
         /* The next token through both conversations: the same logits. */
-        int32_t t = argmax(hy_seq_logits(s), a->vocab);
+        int32_t t = hy_argmax(hy_seq_logits(s), a->vocab);
         if ((rc = hy_seq_decode_batch(m, &s, &t, 1, err)) < 0 || (rc = hy_seq_decode_batch(m, &r, &t, 1, err)) < 0)
             goto out;
         const float *x = hy_seq_logits(s), *y = hy_seq_logits(r);
