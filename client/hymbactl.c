@@ -249,6 +249,12 @@ static int parse_new_session_opt(int opt, new_session_opts *o)
     return 0;
 }
 
+/* A command's own --help (or -h) argument. */
+static bool is_help(const char *arg)
+{
+    return !strcmp(arg, "--help") || !strcmp(arg, "-h");
+}
+
 static int cmd_ask(ctl *c, int argc, char **argv)
 {
     static const struct option options[] = {
@@ -509,7 +515,7 @@ static int cmd_show(ctl *c, int argc, char **argv)
     Hymba__V1__GetSessionReply *rep = NULL;
     int r;
 
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc == 2 && is_help(argv[1])) {
         printf("Usage: hymbactl show ID\n\nA session's settings and its messages.\n");
         return CTL_EXIT_OK;
     }
@@ -562,7 +568,7 @@ static int cmd_rm(ctl *c, int argc, char **argv)
 {
     int r, ret = CTL_EXIT_OK;
 
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc >= 2 && is_help(argv[1])) {
         printf("Usage: hymbactl rm ID...\n\nDelete sessions (a running answer is cancelled first).\n");
         return CTL_EXIT_OK;
     }
@@ -594,7 +600,7 @@ static int cmd_status(ctl *c, int argc, char **argv)
     Hymba__V1__StatusReply *rep = NULL;
     int r;
 
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc == 2 && is_help(argv[1])) {
         printf("Usage: hymbactl status\n\nThe daemon's model, backend, memory, sessions, queue and limits.\n");
         return CTL_EXIT_OK;
     }
@@ -759,7 +765,7 @@ static int cmd_export(ctl *c, int argc, char **argv)
     ProtobufCMessage *reply = NULL;
     int r;
 
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc == 2 && is_help(argv[1])) {
         printf("Usage: hymbactl export ID > FILE\n"
                "\n"
                "Write session ID's checkpoint (docs/checkpoint.md: messages, model state,\n"
@@ -792,7 +798,7 @@ static int cmd_import(ctl *c, int argc, char **argv)
     ProtobufCMessage *reply = NULL;
     int fd, r;
 
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc == 2 && is_help(argv[1])) {
         printf("Usage: hymbactl import FILE\n"
                "\n"
                "Make a new session of yours from a checkpoint written by 'hymbactl export'\n"
