@@ -6,6 +6,8 @@
 set -u
 
 builddir=${top_builddir:-$(pwd)}
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+. "$top_srcdir/tests/privbus.sh"
 HYMBAD=$builddir/daemon/hymbad
 CTL=$builddir/client/hymbactl
 MKMODEL=$builddir/tools/hymba-mkmodel
@@ -42,15 +44,6 @@ trap 'exit 1' INT TERM
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 pass() { echo "ok: $*"; }
 
-wait_for() {                      # wait_for SECONDS COMMAND...
-    local secs=$1 i
-    shift
-    for i in $(seq $((secs * 10))); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 ctl() { timeout 120 "$CTL" --bus-address "$ADDR" "$@"; }
 
@@ -59,27 +52,8 @@ json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.arg
 
 timeout 120 "$MKMODEL" -q --preset tiny --seed 11 "$tmp/model" || { fail "hymba-mkmodel"; exit 1; }
 
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/> <allow own="*"/>
-    <allow send_type="method_call"/> <allow send_type="signal"/>
-    <allow send_requested_reply="true"/> <allow send_type="error"/>
-    <allow receive_type="method_call"/> <allow receive_type="signal"/>
-    <allow receive_requested_reply="true"/> <allow receive_type="error"/>
-  </policy>
-</busconfig>
-EOF
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile >"$tmp/bus.log" 2>&1 &
-pids+=("$!")
-wait_for 10 test -S "$tmp/bus" || { fail "dbus-daemon did not start"; exit 1; }
+privbus_start "$tmp" || { fail "dbus-daemon did not start"; exit 1; }
 chmod 0777 "$tmp/bus"
-ADDR="unix:path=$tmp/bus"
 STATE=$tmp/state
 echo "context_length = 4096" >"$tmp/hymbad.conf"
 echo "turn_snapshots = 3" >>"$tmp/hymbad.conf"

@@ -7,6 +7,7 @@ set -u
 
 builddir=${top_builddir:-$(pwd)}
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+. "$top_srcdir/tests/privbus.sh"
 HYMBAD=$builddir/daemon/hymbad
 CTL=$builddir/client/hymbactl
 CLIENT=$builddir/tests/test-daemon-client
@@ -23,7 +24,6 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/hymba-daemon-test-XXXXXX")
 chmod 755 "$tmp"                  # the second UID must reach the bus socket
 pids=()
 failures=0
-bus_pid=""
 hymbad_pid=""
 
 stop_pid() {                      # stop_pid PID: TERM, wait up to 10 s, then KILL
@@ -87,47 +87,12 @@ expect() {
     fi
 }
 
-wait_for() {                      # wait_for SECONDS COMMAND...: until the command succeeds
-    local secs=$1 i
-    shift
-    for i in $(seq $((secs * 10))); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # ---- the model and the bus --------------------------------------------------
 
 timeout 120 "$MKMODEL" -q --preset tiny --seed 7 "$tmp/model" || { fail "hymba-mkmodel"; exit 1; }
 
-cat >"$tmp/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true"/>
-    <allow send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="signal"/>
-    <allow receive_requested_reply="true"/>
-    <allow receive_type="error"/>
-  </policy>
-</busconfig>
-EOF
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile >"$tmp/bus.log" 2>&1 &
-bus_pid=$!
-pids+=("$bus_pid")
-wait_for 10 test -S "$tmp/bus" || { fail "dbus-daemon did not start"; cat "$tmp/bus.log"; exit 1; }
+privbus_start "$tmp" || { fail "dbus-daemon did not start"; cat "$tmp/bus.log"; exit 1; }
 chmod 0777 "$tmp/bus"
-ADDR="unix:path=$tmp/bus"
 
 start_hymbad() {                  # start_hymbad NAME [OPTIONS...]
     local name=$1

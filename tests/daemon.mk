@@ -14,7 +14,7 @@ tests_test_daemon_client_LDADD = tests/libhytest.a $(HYMBA_PROTO_LIBS) $(SYSTEMD
 $(tests_test_daemon_client_OBJECTS): proto/hymba.pb-c.h
 
 TESTS += tests/daemon-integration.sh
-EXTRA_DIST += tests/daemon-integration.sh
+EXTRA_DIST += tests/daemon-integration.sh tests/privbus.sh
 
 check_PROGRAMS += tests/fuzz-daemon-wire
 TESTS += tests/fuzz-daemon-wire
