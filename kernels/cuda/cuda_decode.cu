@@ -252,21 +252,6 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
     __syncthreads();
 }
 
-/* Rotate-half RoPE of element pair (j, j + half) of one head. */
-__device__ __forceinline__ void mk_rope_pair(float x0, float x1, float c, float sn, float *y0, float *y1)
-{
-    *y0 = bfr(bfr(x0 * c) - bfr(x1 * sn));
-    *y1 = bfr(bfr(x1 * c) + bfr(x0 * sn));
-}
-
-/* One angle per frequency: a single fp32 product, cos/sin rounded to bf16 (spec §5.3). */
-__device__ __forceinline__ void mk_rope_cs(const mk_args &a, int j, int pos, float *c, float *sn)
-{
-    float ang = a.inv_freq[j] * (float)pos;
-    *c = bfr(cosf(ang));
-    *sn = bfr(sinf(ang));
-}
-
 /* Phase B: conv step + SiLU of one 128-channel slice, then the slice's x_proj partials. */
 __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
                                            float *ucs)
@@ -348,8 +333,8 @@ __device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, co
         float x0 = ldb(a.u + l.k_off + h * a.dq + j), x1 = ldb(a.u + l.k_off + h * a.dq + j + half);
         if (a.rope) {
             float c, sn;
-            mk_rope_cs(a, j, pos, &c, &sn);
-            mk_rope_pair(x0, x1, c, sn, &x0, &x1);
+            rope_cs(a.inv_freq, j, pos, &c, &sn);
+            rope_rot(x0, x1, c, sn, &x0, &x1);
         }
         K[h * a.dq + j] = f2b(x0);
         K[h * a.dq + j + half] = f2b(x1);
@@ -484,11 +469,11 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         float x0 = ldb(qh + e), x1 = ldb(qh + e + half);
         if (a.rope) {
             float c, sn;
-            mk_rope_cs(a, e, p, &c, &sn);
-            mk_rope_pair(x0, x1, c, sn, &x0, &x1);
+            rope_cs(a.inv_freq, e, p, &c, &sn);
+            rope_rot(x0, x1, c, sn, &x0, &x1);
         }
-        qs[j * dq + e] = x0;   /* rounded to bf16 as the reference stores q */
-        qs[j * dq + e + half] = x1;
+        qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
+        qs[j * dq + e + half] = bfr(x1);
     }
     for (int i = tid; i < G * dv; i += MK_THREADS)
         o[i] = 0.0f;

@@ -80,6 +80,23 @@ __device__ __forceinline__ float dot8(uint4 w, const float *x)
     return s;
 }
 
+/* RoPE (spec §5.3): the angle of frequency j at position pos is one fp32
+ * product; cos and sin are rounded to bf16. */
+__device__ __forceinline__ void rope_cs(const float *inv_freq, int j, int pos, float *c, float *sn)
+{
+    float ang = inv_freq[j] * (float)pos;
+    *c = bfr(cosf(ang));
+    *sn = bfr(sinf(ang));
+}
+
+/* Rotate-half pair (x0, x1) -> (y0, y1), each product rounded to bf16 as
+ * the reference does; the caller rounds the results when it stores them. */
+__device__ __forceinline__ void rope_rot(float x0, float x1, float c, float sn, float *y0, float *y1)
+{
+    *y0 = bfr(x0 * c) - bfr(x1 * sn);
+    *y1 = bfr(x1 * c) + bfr(x0 * sn);
+}
+
 /* KV cache slot of combined position p. */
 __device__ __forceinline__ int kv_slot(const cu_kvgeom &g, int p)
 {

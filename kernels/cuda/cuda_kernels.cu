@@ -257,9 +257,10 @@ cudaError_t cu_resnorm(bf16 *x, const cu_lin *y, const bf16 *w, bf16 *hn, int n,
 /* Rotate-half RoPE of one head in place (src may equal dst). */
 __device__ __forceinline__ void rope_pair(const bf16 *src, bf16 *dst, int j, int half, float c, float sn)
 {
-    float a = b2f(src[j]), b = b2f(src[j + half]);
-    dst[j] = f2b(bfr(a * c) - bfr(b * sn));
-    dst[j + half] = f2b(bfr(b * c) + bfr(a * sn));
+    float y0, y1;
+    rope_rot(b2f(src[j]), b2f(src[j + half]), c, sn, &y0, &y1);
+    dst[j] = f2b(y0);
+    dst[j + half] = f2b(y1);
 }
 
 __global__ void k_rope_kv(cu_rope_args a)
@@ -273,12 +274,8 @@ __global__ void k_rope_kv(cu_rope_args a)
     bf16 *row = a.u + (size_t)t * a.ldu;
     __shared__ float cs[CU_MAX_HEAD_DIM / 2], sns[CU_MAX_HEAD_DIM / 2];
     if (a.rope) {
-        /* one angle per frequency: a single fp32 product, then cos/sin rounded to bf16 (spec §5.3) */
-        for (int j = threadIdx.x; j < half; j += blockDim.x) {
-            float ang = a.inv_freq[j] * (float)pos;
-            cs[j] = bfr(cosf(ang));
-            sns[j] = bfr(sinf(ang));
-        }
+        for (int j = threadIdx.x; j < half; j += blockDim.x)
+            rope_cs(a.inv_freq, j, pos, &cs[j], &sns[j]);
         __syncthreads();
         for (int i = threadIdx.x; i < a.nh * half; i += blockDim.x) {
             int h = i / half, j = i % half;
@@ -319,11 +316,8 @@ __global__ void __launch_bounds__(256) k_rope_kv_pf(cu_rope_args a)
     pdl_wait();
     pdl_trigger();
     const int t = blockIdx.x, pos = a.desc->pos + t, half = a.dq / 2, hv = half / 8;
-    for (int j = threadIdx.x; j < half; j += blockDim.x) {
-        float ang = a.inv_freq[j] * (float)pos;
-        cs[j] = bfr(cosf(ang));
-        sns[j] = bfr(sinf(ang));
-    }
+    for (int j = threadIdx.x; j < half; j += blockDim.x)
+        rope_cs(a.inv_freq, j, pos, &cs[j], &sns[j]);
     __syncthreads();
     bf16 *row = a.u + (size_t)t * a.ldu;
     const int nq = a.nh * hv, nk = a.owner ? a.nkv * hv : 0, nv = a.owner ? a.nkv * a.dv / 8 : 0;
@@ -343,11 +337,8 @@ __global__ void __launch_bounds__(256) k_rope_kv_pf(cu_rope_args a)
             unpack8(*reinterpret_cast<const uint4 *>(src + j0), x);
             unpack8(*reinterpret_cast<const uint4 *>(src + j0 + half), y);
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
-                const float c = cs[j0 + e], sn = sns[j0 + e];
-                o1[e] = bfr(x[e] * c) - bfr(y[e] * sn);
-                o2[e] = bfr(y[e] * c) + bfr(x[e] * sn);
-            }
+            for (int e = 0; e < 8; e++)
+                rope_rot(x[e], y[e], cs[j0 + e], sns[j0 + e], &o1[e], &o2[e]);
             *reinterpret_cast<uint4 *>(dst + j0) = pack8(o1);
             *reinterpret_cast<uint4 *>(dst + j0 + half) = pack8(o2);
         } else {
