@@ -1311,6 +1311,19 @@ cudaError_t cu_gated_act_pf(const bf16 *gu, bf16 *a, int n, int I, cudaStream_t 
 
 #define SAMPLE_THREADS 1024
 
+/* The largest (value, id) pair over the warp, the lowest id on ties; every lane gets it. */
+__device__ __forceinline__ void warp_argmax(float &bv, int &bi)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+}
+
 __device__ float block_count_ge(const float *row, int V, float thr, float *red)
 {
     float c = 0.0f;
@@ -1351,14 +1364,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(cu_sample_args a)
         }
         mn = fminf(mn, v);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
+    warp_argmax(bv, bi);
     if (lane == 0) {
         sval[w] = bv;
         sidx[w] = bi;
@@ -1368,14 +1374,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(cu_sample_args a)
         int nw = blockDim.x / 32;
         bv = lane < nw ? sval[lane] : -INFINITY;
         bi = lane < nw ? sidx[lane] : V;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        warp_argmax(bv, bi);
         if (lane == 0) {
             sval[0] = bv;
             sidx[0] = bi;
