@@ -90,7 +90,9 @@ struct mk_args {
 #define MK_MARK(k) do { if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) \
         a.trace[layer * MK_TRACE + (k)] = clock64(); } while (0)
 
-/* Shared memory of one block (dynamic), in floats. */
+/* Shared memory of one block (dynamic), in floats: the GEMV input, then one
+ * region the norms (fs) and phases B and C (ucs, dbc, attention) take in turn:
+ * the less shared memory, the more L1. */
 struct mk_smem {
     int xs, fs, dbc, ucs, att, total;
 };
@@ -106,10 +108,11 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     int fsn = 4 * (H > Di ? H : Di);
     s.xs = 0;                                   /* bf16 [kmax]: the GEMV input */
     s.fs = s.xs + (kmax + 7) / 8 * 4;           /* float [fsn] */
-    s.dbc = s.fs + fsn;                         /* float [P] */
+    s.dbc = s.fs;                               /* float [P] */
     s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
     s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, slots */
     s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA + MK_AK;
+    s.total = s.total > s.fs + fsn ? s.total : s.fs + fsn;
     return s;
 }
 
@@ -651,22 +654,27 @@ __device__ void mk_load_vec(const bf16 *src, int n, bf16 *xs)
     __syncthreads();
 }
 
-__global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args a)
+__global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
 {
     extern __shared__ __align__(16) float smf[];
+    /* The arguments in shared memory: the phases are separate functions, and
+     * a reference to the parameter block would make every thread copy it to
+     * its stack and read it back through L1 (measured: 7 % of the step). */
+    __shared__ mk_args a;
     __shared__ float red[32];
     __shared__ float sub[MK_THREADS];
     __shared__ mk_layer l;    /* this layer's pointers: no reload from global after each store */
     __shared__ cu_desc d;
-    const mk_smem S = mk_smem_layout(a.H, a.Di, a.I, a.P, a.nh, a.nkv, a.dq, a.dv);
+    const mk_smem S = mk_smem_layout(arg.H, arg.Di, arg.I, arg.P, arg.nh, arg.nkv, arg.dq, arg.dv);
     bf16 *xs = reinterpret_cast<bf16 *>(smf + S.xs);
     float *fs = smf + S.fs;
     unsigned target = 0;
     int xi = 0, layer = 0;
 
     if (threadIdx.x == 0) {
-        d = a.desc[0];
-        l = a.L[0];
+        a = arg;
+        d = arg.desc[0];
+        l = arg.L[0];
     }
     __syncthreads();
     if (a.trace && blockIdx.x == 0 && threadIdx.x == 0)
