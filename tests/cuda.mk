@@ -31,3 +31,10 @@ check_PROGRAMS += bench/cuda-prefill-gemm
 bench_cuda_prefill_gemm_SOURCES = bench/cuda-prefill-gemm.cu
 bench_cuda_prefill_gemm_LDADD = $(CUDA_LIBS) -lm
 endif
+
+# Weight streaming of the persistent decode grid: direct loads vs shared-memory rings (needs a GPU).
+if HAVE_CUDA
+check_PROGRAMS += bench/cuda-stream
+bench_cuda_stream_SOURCES = bench/cuda-stream.cu
+bench_cuda_stream_LDADD = $(CUDA_LIBS)
+endif
