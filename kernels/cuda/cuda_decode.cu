@@ -67,6 +67,7 @@ struct mk_args {
     const bf16 *final_norm;   /* [H] */
     const float *inv_freq;    /* [dq/2] */
     int H, Di, I, R, P, V, dc, nh, nkv, dq, dv, rope, norms, nsa;
+    int xh;                   /* floats in each half of the GEMV input (mk_xput) */
     float eps, scale;
     const cu_desc *desc;      /* [1]: position, token, state pointers */
     /* scratch, all written and read inside one launch (loaded with ld.cg:
@@ -106,8 +107,8 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     kmax = kmax > I ? kmax : I;
     int G = nh / nkv, nkg = 2 * MK_THREADS / dv;
     int fsn = 4 * (H > Di ? H : Di);
-    s.xs = 0;                                   /* bf16 [kmax]: the GEMV input */
-    s.fs = s.xs + (kmax + 7) / 8 * 4;           /* float [fsn] */
+    s.xs = 0;                                   /* float [2][kmax/8][4]: the GEMV input (mk_xput) */
+    s.fs = s.xs + (kmax + 7) / 8 * 8;           /* float [fsn] */
     s.dbc = s.fs;                               /* float [P] */
     s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
     s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, slots */
@@ -155,18 +156,41 @@ __device__ __forceinline__ int mk_nwarps() { return gridDim.x * MK_WARPS; }
 
 enum { MK_OUT_BF16 = 0, MK_OUT_F32 = 1, MK_OUT_GATED = 2 };
 
+/* The GEMV input in shared memory as floats (the values are bf16): element
+ * i of 16-byte vector v = i / 8 at xs[v*4 + i%8] for i%8 < 4, else at
+ * xs[xh + v*4 + i%8 - 4], so a lane reads its vector's 8 inputs as two
+ * conflict-free float4 loads and converts nothing. */
+__device__ __forceinline__ void mk_xput(float *xs, int xh, int i, float v)
+{
+    const int e = i & 7;
+    xs[(e < 4 ? 0 : xh - 4) + (i >> 3) * 4 + e] = v;
+}
+
+__device__ __forceinline__ float dot8x(uint4 w, float4 lo, float4 hi)
+{
+    float f[8];
+    unpack8(w, f);
+    const float x[8] = { lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w };
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++)   /* the order of dot8: the same sums as before, bit for bit */
+        s = fmaf(f[i], x[i], s);
+    return s;
+}
+
 /*
  * out = W x for every row, each row (GATED: each gate/up pair) owned by one
- * warp, round robin over all warps of the grid; x (bf16 [K], K % 8 == 0) in
- * shared memory.  U 16-byte weight loads per lane and row are in flight
+ * warp, round robin over all warps of the grid; x (K % 8 == 0) in shared
+ * memory as mk_xput lays it out.  U 16-byte weight loads per lane and row are in flight
  * before the first is used.
  */
 template <int R, int U>
-__device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const bf16 *xs, int mode, bf16 *out, float *outf)
+__device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const float *xs, int xh, int mode, bf16 *out,
+                                    float *outf)
 {
     const int lane = threadIdx.x & 31;
     const int kv = K >> 3;
-    const uint4 *xv = reinterpret_cast<const uint4 *>(xs);
+    const float4 *xlo = reinterpret_cast<const float4 *>(xs), *xhi = reinterpret_cast<const float4 *>(xs + xh);
     for (int n0 = mk_gwarp() * R; n0 < N; n0 += mk_nwarps() * R) {
         float acc[R];
         const uint4 *wr[R];
@@ -186,11 +210,10 @@ __device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const bf16 *xs
 #pragma unroll
             for (int q = 0; q < U; q++) {
                 if (v + 32 * q < kv) {
-                    float xf[8];
-                    unpack8(xv[v + 32 * q], xf);
+                    const float4 lo = xlo[v + 32 * q], hi = xhi[v + 32 * q];
 #pragma unroll
                     for (int r = 0; r < R; r++)
-                        acc[r] += dot8(w[r][q], xf);
+                        acc[r] += dot8x(w[r][q], lo, hi);
                 }
             }
         }
@@ -222,7 +245,7 @@ __device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const bf16 *xs
  * floats of shared memory.  Four elements per thread (and their weights)
  * in flight at once.
  */
-__device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, const bf16 *w, bf16 *xs,
+__device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, const bf16 *w, float *xs,
                            float *fs, float *red)
 {
     float ss = 0.0f;
@@ -251,7 +274,7 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
     ss = block_sum(ss, red);
     float r = rsqrtf(ss / (float)a.H + a.eps);
     for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
-        xs[i] = f2b(fs[a.H + i] * bfr(fs[i] * r));
+        mk_xput(xs, a.xh, i, bfr(fs[a.H + i] * bfr(fs[i] * r)));
     __syncthreads();
 }
 
@@ -605,7 +628,7 @@ __device__ __noinline__ void mk_attn_merge(const mk_args &a)
 }
 
 /* Phase E prologue: xs = bf16(bf16(RMS(att; avg1) + RMS(ssm; avg2)) / 2), every block. */
-__device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, bf16 *xs, float *fs, float *red)
+__device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, float *xs, float *fs, float *red)
 {
     float *as = fs, *ss = fs + a.Di, *w1 = fs + 2 * a.Di, *w2 = fs + 3 * a.Di;
     float s1 = 0.0f, s2 = 0.0f;
@@ -639,18 +662,21 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, bf16
     for (int i = threadIdx.x; i < a.Di; i += MK_THREADS) {
         float n1 = bfr(w1[i] * bfr(as[i] * r1));
         float n2 = bfr(w2[i] * bfr(ss[i] * r2));
-        xs[i] = f2b(bfr(n1 + n2) * 0.5f);
+        mk_xput(xs, a.xh, i, bfr(bfr(n1 + n2) * 0.5f));
     }
     __syncthreads();
 }
 
-/* xs = act (bf16 [I]) from global memory. */
-__device__ void mk_load_vec(const bf16 *src, int n, bf16 *xs)
+/* xs = act (bf16 [I], I % 8 == 0) from global memory. */
+__device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
 {
     const uint4 *s = reinterpret_cast<const uint4 *>(src);
-    uint4 *d = reinterpret_cast<uint4 *>(xs);
-    for (int i = threadIdx.x; i < n / 8; i += MK_THREADS)
-        d[i] = __ldcg(s + i);
+    for (int i = threadIdx.x; i < n / 8; i += MK_THREADS) {
+        float f[8];
+        unpack8(__ldcg(s + i), f);
+        reinterpret_cast<float4 *>(xs)[i] = make_float4(f[0], f[1], f[2], f[3]);
+        reinterpret_cast<float4 *>(xs + xh)[i] = make_float4(f[4], f[5], f[6], f[7]);
+    }
     __syncthreads();
 }
 
@@ -666,7 +692,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
     __shared__ mk_layer l;    /* this layer's pointers: no reload from global after each store */
     __shared__ cu_desc d;
     const mk_smem S = mk_smem_layout(arg.H, arg.Di, arg.I, arg.P, arg.nh, arg.nkv, arg.dq, arg.dv);
-    bf16 *xs = reinterpret_cast<bf16 *>(smf + S.xs);
+    float *xs = smf + S.xs;
     float *fs = smf + S.fs;
     unsigned target = 0;
     int xi = 0, layer = 0;
@@ -695,7 +721,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         }
         MK_MARK(1);
         /* A */
-        mk_gemv<1, 8>(l.in_proj, l.rows, a.H, xs, MK_OUT_BF16, a.u, NULL);
+        mk_gemv<1, 8>(l.in_proj, l.rows, a.H, xs, a.xh, MK_OUT_BF16, a.u, NULL);
         MK_MARK(2);
         mk_sync(a.bar, target);
         MK_MARK(3);
@@ -731,7 +757,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         /* E */
         mk_preavg(a, l, xs, fs, red);
         MK_MARK(11);
-        mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, MK_OUT_BF16, a.y, NULL);
+        mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(12);
         mk_sync(a.bar, target);
         MK_MARK(13);
@@ -739,19 +765,19 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.mlp_norm, xs, fs, red);
         xi ^= 1;
         MK_MARK(14);
-        mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, MK_OUT_GATED, a.act, NULL);
+        mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, a.xh, MK_OUT_GATED, a.act, NULL);
         MK_MARK(15);
         mk_sync(a.bar, target);
         MK_MARK(16);
         /* G */
-        mk_load_vec(a.act, a.I, xs);
-        mk_gemv<1, 8>(l.down, a.H, a.I, xs, MK_OUT_BF16, a.y, NULL);
+        mk_load_vec(a.act, a.I, xs, a.xh);
+        mk_gemv<1, 8>(l.down, a.H, a.I, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(17);
         mk_sync(a.bar, target);
         MK_MARK(18);
     }
     mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], a.final_norm, xs, fs, red);
-    mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, MK_OUT_F32, NULL, a.logits);
+    mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, a.xh, MK_OUT_F32, NULL, a.logits);
     if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) {
         a.trace[a.n_layers * MK_TRACE + 1] = (long long)globaltimer();
         a.trace[a.n_layers * MK_TRACE + 2] = clock64();
@@ -837,6 +863,11 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     a.final_norm = m->final_norm;
     a.inv_freq = m->inv_freq;
     mk->kernel = k_decode_mega;
+    {
+        int kmax = a.H > a.Di ? a.H : a.Di;
+        kmax = kmax > a.I ? kmax : a.I;
+        a.xh = (kmax + 7) / 8 * 4;
+    }
 
     mk_smem S = mk_smem_layout(a.H, a.Di, a.I, a.P, a.nh, a.nkv, a.dq, a.dv);
     mk->smem = (size_t)S.total * sizeof(float);
