@@ -98,7 +98,7 @@ struct mk_smem {
     int xs, fs, dbc, ucs, att, total;
 };
 
-#define MK_AK 256            /* keys of one attention chunk */
+#define MK_AK 128            /* keys of one attention chunk (staged in shared memory) */
 
 __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, int P, int nh, int nkv, int dq, int dv)
 {
@@ -112,7 +112,8 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     s.dbc = s.fs;                               /* float [P] */
     s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
     s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, slots */
-    s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA + MK_AK;
+    s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA;
+    s.total += 4 + MK_AK * (dq + 8 + dv + 8) / 2;   /* the chunk's K and V rows (16-byte aligned), bf16, rows padded by 16 bytes */
     s.total = s.total > s.fs + fsn ? s.total : s.fs + fsn;
     return s;
 }
@@ -459,12 +460,19 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
     }
 }
 
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
 /*
  * Phase C: attention of the G query heads of one KV head over one slice of
  * the keys (unit = blockIdx.x), in chunks of MK_AK keys with an online
  * softmax across chunks.  Written for small code, not unrolled over heads:
  * the persistent kernel runs every phase's code once per layer, so its
  * size, not its arithmetic, decides what the instruction caches hold.
+ *   K and V rows of the chunk: staged in shared memory by cp.async, all at once;
  *   scores: one thread per (key, head); softmax: one warp per head;
  *   P.V: one thread per (column pair, key group), all G heads at once.
  */
@@ -487,20 +495,11 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
     float *part = o + G * dv;             /* [nkg][G][dv] */
     float *mrun = part + nkg * G * dv;    /* [G] running max, [G] sum, [G] rescale */
     float *lrun = mrun + CU_MAX_GQA, *alpha = lrun + CU_MAX_GQA;
-    int *slot = reinterpret_cast<int *>(alpha + CU_MAX_GQA);   /* [MK_AK] */
+    /* [MK_AK][dq + 8] and [MK_AK][dv + 8]: the 16-byte pad spreads the rows over the banks */
+    bf16 *Ks = reinterpret_cast<bf16 *>(((uintptr_t)(lrun + 2 * CU_MAX_GQA) + 15) & ~(uintptr_t)15);
+    bf16 *Vs = Ks + MK_AK * (dq + 8);
+    const int kc = dq / 8, vc = dv / 8;   /* 16-byte pieces of a K row, of a V row */
 
-    for (int i = tid; i < G * half; i += MK_THREADS) {
-        int j = i / half, e = i % half;
-        const bf16 *qh = a.u + (size_t)(kvh * G + j) * dq;
-        float x0 = ldb(qh + e), x1 = ldb(qh + e + half);
-        if (a.rope) {
-            float c, sn;
-            rope_cs(a.inv_freq, e, p, &c, &sn);
-            rope_rot(x0, x1, c, sn, &x0, &x1);
-        }
-        qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
-        qs[j * dq + e + half] = bfr(x1);
-    }
     for (int i = tid; i < G * dv; i += MK_THREADS)
         o[i] = 0.0f;
     if (tid < G) {
@@ -509,17 +508,40 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
     }
     for (int c0 = k0; c0 < k1; c0 += MK_AK) {
         const int nk = min(MK_AK, k1 - c0);
-        for (int i = tid; i < nk; i += MK_THREADS)
-            slot[i] = kv_slot(l.gd, key_pos(ks, c0 + i));
+        /* the chunk's K and V rows into shared memory at once: one round of
+         * loads for the whole chunk instead of dependent rounds per key */
+        for (int i = tid; i < nk * (kc + vc); i += MK_THREADS) {
+            const int k = i / (kc + vc), e = i % (kc + vc);
+            const size_t row = (size_t)kv_slot(l.gd, key_pos(ks, c0 + k)) * a.nkv + kvh;
+            if (e < kc)
+                cp_async16(Ks + k * (dq + 8) + 8 * e, K + row * dq + 8 * e);
+            else
+                cp_async16(Vs + k * (dv + 8) + 8 * (e - kc), V + row * dv + 8 * (e - kc));
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");
+        if (c0 == k0)   /* q meanwhile */
+            for (int i = tid; i < G * half; i += MK_THREADS) {
+                int j = i / half, e = i % half;
+                const bf16 *qh = a.u + (size_t)(kvh * G + j) * dq;
+                float x0 = ldb(qh + e), x1 = ldb(qh + e + half);
+                if (a.rope) {
+                    float c, sn;
+                    rope_cs(a.inv_freq, e, p, &c, &sn);
+                    rope_rot(x0, x1, c, sn, &x0, &x1);
+                }
+                qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
+                qs[j * dq + e + half] = bfr(x1);
+            }
+        asm volatile("cp.async.wait_all;" ::: "memory");
         __syncthreads();
         for (int i = tid; i < nk * G; i += MK_THREADS) {
             int k = i % nk, j = i / nk;
-            const uint4 *kr = reinterpret_cast<const uint4 *>(K + ((size_t)slot[k] * a.nkv + kvh) * dq);
+            const uint4 *kr = reinterpret_cast<const uint4 *>(Ks + k * (dq + 8));
             const float *q = qs + j * dq;
             float acc = 0.0f;
 #pragma unroll 4
             for (int c = 0; c < dq / 8; c++)
-                acc += dot8(__ldcg(kr + c), q + 8 * c);
+                acc += dot8(kr[c], q + 8 * c);
             s[j * MK_AK + k] = acc * a.scale;
         }
         __syncthreads();
@@ -552,8 +574,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 acc0[j] = acc1[j] = 0.0f;
 #pragma unroll 4
             for (int k = kg; k < nk; k += nkg) {   /* two adjacent columns per 4-byte load */
-                const unsigned *vr = reinterpret_cast<const unsigned *>(V + ((size_t)slot[k] * a.nkv + kvh) * dv);
-                unsigned raw = __ldcg(vr + e2);
+                const unsigned raw = reinterpret_cast<const unsigned *>(Vs + k * (dv + 8))[e2];
                 float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&raw));
 #pragma unroll
                 for (int j = 0; j < CU_MAX_GQA; j++)
