@@ -36,7 +36,6 @@ using namespace cudev;
 #define MK_THREADS 512
 #define MK_WARPS (MK_THREADS / 32)
 #define MK_SLICE 128         /* channels per conv + x_proj unit */
-#define MK_XROWS 12          /* x_proj rows a warp has in flight at once */
 #define MK_SPLITS_MAX 16     /* key splits per KV head */
 
 struct mk_layer {
@@ -88,6 +87,8 @@ struct mk_args {
 };
 
 #define MK_TRACE 20
+#define MK_LPIECES ((int)sizeof(mk_layer) / 16)   /* 16-byte pieces of a layer table entry */
+static_assert(sizeof(mk_layer) % 16 == 0, "the layer table entry is fetched in 16-byte pieces");
 #define MK_MARK(k) do { if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) \
         a.trace[layer * MK_TRACE + (k)] = clock64(); } while (0)
 
@@ -114,6 +115,7 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, slots */
     s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA;
     s.total += 4 + MK_AK * (dq + 8 + dv + 8) / 2;   /* the chunk's K and V rows (16-byte aligned), bf16, rows padded by 16 bytes */
+    s.total = s.total > s.att + 4 + P * MK_SLICE / 2 ? s.total : s.att + 4 + P * MK_SLICE / 2;   /* phase B: x_proj columns */
     s.total = s.total > s.fs + fsn ? s.total : s.fs + fsn;
     return s;
 }
@@ -279,9 +281,17 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
     __syncthreads();
 }
 
-/* Phase B: conv step + SiLU of one 128-channel slice, then the slice's x_proj partials. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
+/* Phase B: conv step + SiLU of one 128-channel slice, then the slice's
+ * x_proj partials; the slice's x_proj columns (xw: bf16 [P][MK_SLICE]) are
+ * staged in shared memory by cp.async while the conv runs. */
 __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
-                                           float *ucs)
+                                           float *ucs, bf16 *xw)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, dc = a.dc, Di = a.Di, P = a.P;
@@ -290,7 +300,10 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
     const bf16 *cw = l.conv_w, *xp = l.x_proj;
     const float *cb = l.conv_b;
     for (int sl = blockIdx.x; sl < nslice; sl += gridDim.x) {
-        const int c0 = sl * MK_SLICE, cn = min(MK_SLICE, Di - c0);
+        const int c0 = sl * MK_SLICE, cn = min(MK_SLICE, Di - c0), pc = cn / 8;
+        for (int i = threadIdx.x; i < P * pc; i += MK_THREADS)
+            cp_async16(xw + (i / pc) * MK_SLICE + 8 * (i % pc), xp + (size_t)(i / pc) * Di + c0 + 8 * (i % pc));
+        asm volatile("cp.async.commit_group;" ::: "memory");
         if (threadIdx.x < MK_SLICE) {
             const int cl = threadIdx.x, c = c0 + cl;
             float v = 0.0f;
@@ -316,33 +329,19 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
             }
             ucs[cl] = v;
         }
-        /* the x_proj weights do not depend on the conv: load them meanwhile.
-         * Every warp runs the same passes (the barrier inside is block-wide). */
-        for (int rb = 0; rb < P; rb += MK_WARPS * MK_XROWS) {
-            const int r0 = rb + warp;
-            float wv[MK_XROWS][MK_SLICE / 32];
+        asm volatile("cp.async.wait_all;" ::: "memory");
+        __syncthreads();
+        for (int r = warp; r < P; r += MK_WARPS) {
+            float sum = 0.0f;
 #pragma unroll
-            for (int j = 0; j < MK_XROWS; j++) {
-                int r = r0 + j * MK_WARPS;
-                const bf16 *wr = xp + (size_t)min(r, P - 1) * Di + c0;
-#pragma unroll
-                for (int q = 0; q < MK_SLICE / 32; q++) {
-                    int cl = lane + 32 * q;
-                    wv[j][q] = cl < cn ? b2f(wr[cl]) : 0.0f;
-                }
+            for (int q = 0; q < MK_SLICE / 32; q++) {
+                const int cl = lane + 32 * q;
+                if (cl < cn)
+                    sum += b2f(xw[r * MK_SLICE + cl]) * ucs[cl];
             }
-            __syncthreads();   /* ucs ready (first pass; a no-op wait afterwards) */
-#pragma unroll
-            for (int j = 0; j < MK_XROWS; j++) {
-                float s = 0.0f;
-#pragma unroll
-                for (int q = 0; q < MK_SLICE / 32; q++)
-                    s += wv[j][q] * ucs[lane + 32 * q];
-                s = warp_sum(s);
-                int r = r0 + j * MK_WARPS;
-                if (lane == 0 && r < P)
-                    a.xpart[(size_t)sl * P + r] = s;
-            }
+            sum = warp_sum(sum);
+            if (lane == 0)
+                a.xpart[(size_t)sl * P + r] = sum;
         }
         __syncthreads();
     }
@@ -458,12 +457,6 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
         if (valid && s == 0)
             a.sout[c] = bfr(y * silu_f(z));
     }
-}
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
 }
 
 /*
@@ -710,7 +703,8 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
     __shared__ mk_args a;
     __shared__ float red[32];
     __shared__ float sub[MK_THREADS];
-    __shared__ mk_layer l;    /* this layer's pointers: no reload from global after each store */
+    __shared__ __align__(16) mk_layer l;    /* this layer's pointers: no reload from global after each store */
+    __shared__ __align__(16) mk_layer ln;   /* the next layer's, fetched during this one */
     __shared__ cu_desc d;
     const mk_smem S = mk_smem_layout(arg.H, arg.Di, arg.I, arg.P, arg.nh, arg.nkv, arg.dq, arg.dv);
     float *xs = smf + S.xs;
@@ -734,20 +728,29 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
     for (layer = 0; layer < a.n_layers; layer++) {
         MK_MARK(0);
         if (layer > 0) {
-            if (threadIdx.x == 0)
-                l = a.L[layer];
+            if (threadIdx.x < MK_LPIECES)
+                asm volatile("cp.async.wait_all;" ::: "memory");
+            __syncthreads();
+            if (threadIdx.x < (int)(sizeof(mk_layer) / 4))
+                reinterpret_cast<int *>(&l)[threadIdx.x] = reinterpret_cast<const int *>(&ln)[threadIdx.x];
             __syncthreads();
             mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.in_norm, xs, fs, red);
             xi ^= 1;
         }
         MK_MARK(1);
+        if (layer + 1 < a.n_layers && threadIdx.x < MK_LPIECES) {   /* the next layer's pointers, off the critical path */
+            cp_async16(reinterpret_cast<char *>(&ln) + 16 * threadIdx.x,
+                       reinterpret_cast<const char *>(a.L + layer + 1) + 16 * threadIdx.x);
+            asm volatile("cp.async.commit_group;" ::: "memory");
+        }
         /* A */
         mk_gemv<1, 8>(l.in_proj, l.rows, a.H, xs, a.xh, MK_OUT_BF16, a.u, NULL);
         MK_MARK(2);
         mk_sync(a.bar, target);
         MK_MARK(3);
         /* B */
-        mk_conv_xproj(a, l, d, layer, smf + S.ucs);
+        mk_conv_xproj(a, l, d, layer, smf + S.ucs,
+                      reinterpret_cast<bf16 *>(((uintptr_t)(smf + S.att) + 15) & ~(uintptr_t)15));
         if (l.owner && blockIdx.x == gridDim.x - 1)
             mk_kv_store(a, l, d, layer);
         MK_MARK(4);
@@ -843,6 +846,9 @@ static const char *mega_unsupported(const cu_model *m)
         return "attention width != d_inner";
     if (a->d_conv > 8)
         return "d_conv > 8";
+    for (int L = 0; L < a->n_layers; L++)
+        if ((uintptr_t)m->L[L].x_proj % 16)
+            return "an x_proj matrix not 16-byte aligned";
     return NULL;
 }
 
