@@ -112,10 +112,11 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     s.fs = s.xs + (kmax + 7) / 8 * 8;           /* float [fsn] */
     s.dbc = s.fs;                               /* float [P] */
     s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
-    s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, slots */
+    s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, */
     s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA;
-    s.total += 4 + MK_AK * (dq + 8 + dv + 8) / 2;   /* the chunk's K and V rows (16-byte aligned), bf16, rows padded by 16 bytes */
-    s.total = s.total > s.att + 4 + P * MK_SLICE / 2 ? s.total : s.att + 4 + P * MK_SLICE / 2;   /* phase B: x_proj columns */
+    s.total += 4 + MK_AK * (dq + 8 + dv + 8) / 2;   /* then the chunk's K and V rows (bf16, 16-byte aligned) */
+    const int xw_end = s.att + 4 + P * MK_SLICE / 2;   /* phase B: the x_proj columns (bf16, aligned) at s.att */
+    s.total = s.total > xw_end ? s.total : xw_end;
     s.total = s.total > s.fs + fsn ? s.total : s.fs + fsn;
     return s;
 }
