@@ -172,14 +172,8 @@ __device__ __forceinline__ void mk_xput(float *xs, int xh, int i, float v)
 
 __device__ __forceinline__ float dot8x(uint4 w, float4 lo, float4 hi)
 {
-    float f[8];
-    unpack8(w, f);
     const float x[8] = { lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w };
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 8; i++)   /* the order of dot8: the same sums as before, bit for bit */
-        s = fmaf(f[i], x[i], s);
-    return s;
+    return dot8(w, x);
 }
 
 /*
@@ -282,12 +276,6 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
     __syncthreads();
 }
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
-}
-
 /* Phase B: conv step + SiLU of one 128-channel slice, then the slice's
  * x_proj partials; the slice's x_proj columns (xw: bf16 [P][MK_SLICE]) are
  * staged in shared memory by cp.async while the conv runs. */
@@ -304,7 +292,7 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
         const int c0 = sl * MK_SLICE, cn = min(MK_SLICE, Di - c0), pc = cn / 8;
         for (int i = threadIdx.x; i < P * pc; i += MK_THREADS)
             cp_async16(xw + (i / pc) * MK_SLICE + 8 * (i % pc), xp + (size_t)(i / pc) * Di + c0 + 8 * (i % pc));
-        asm volatile("cp.async.commit_group;" ::: "memory");
+        cp_async_commit();
         if (threadIdx.x < MK_SLICE) {
             const int cl = threadIdx.x, c = c0 + cl;
             float v = 0.0f;
@@ -330,7 +318,7 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
             }
             ucs[cl] = v;
         }
-        asm volatile("cp.async.wait_all;" ::: "memory");
+        cp_async_wait_all();
         __syncthreads();
         for (int r = warp; r < P; r += MK_WARPS) {
             float sum = 0.0f;
@@ -512,7 +500,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             else
                 cp_async16(Vs + k * (dv + 8) + 8 * (e - kc), V + row * dv + 8 * (e - kc));
         }
-        asm volatile("cp.async.commit_group;" ::: "memory");
+        cp_async_commit();
         if (c0 == k0)   /* q meanwhile */
             for (int i = tid; i < G * half; i += MK_THREADS) {
                 int j = i / half, e = i % half;
@@ -526,7 +514,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
                 qs[j * dq + e + half] = bfr(x1);
             }
-        asm volatile("cp.async.wait_all;" ::: "memory");
+        cp_async_wait_all();
         __syncthreads();
         for (int i = tid; i < nk * G; i += MK_THREADS) {
             int k = i % nk, j = i / nk;
@@ -730,7 +718,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         MK_MARK(0);
         if (layer > 0) {
             if (threadIdx.x < MK_LPIECES)
-                asm volatile("cp.async.wait_all;" ::: "memory");
+                cp_async_wait_all();
             __syncthreads();
             if (threadIdx.x < (int)(sizeof(mk_layer) / 4))
                 reinterpret_cast<int *>(&l)[threadIdx.x] = reinterpret_cast<const int *>(&ln)[threadIdx.x];
@@ -742,7 +730,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         if (layer + 1 < a.n_layers && threadIdx.x < MK_LPIECES) {   /* the next layer's pointers, off the critical path */
             cp_async16(reinterpret_cast<char *>(&ln) + 16 * threadIdx.x,
                        reinterpret_cast<const char *>(a.L + layer + 1) + 16 * threadIdx.x);
-            asm volatile("cp.async.commit_group;" ::: "memory");
+            cp_async_commit();
         }
         /* A */
         mk_gemv<1, 8>(l.in_proj, l.rows, a.H, xs, a.xh, MK_OUT_BF16, a.u, NULL);

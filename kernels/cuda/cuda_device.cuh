@@ -49,6 +49,21 @@ __device__ __forceinline__ float block_sum(float v, float *red)
     return warp_sum(v);
 }
 
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Asynchronous 16-byte copy global -> shared (both 16-byte aligned), past L1;
+ * a thread's copies are complete after its cp_async_wait_all. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 /* Streaming 16-byte load of weights: read once per step, kept out of L1. */
 __device__ __forceinline__ uint4 ldg_stream(const uint4 *p)
 {
