@@ -16,15 +16,16 @@ using namespace cudev;
  *
  * Phases of layer L ("|" is a grid barrier):
  *   A  hn = RMSNorm(x (+ y); in_norm) in every block; u = in_proj . hn    |
- *   B  conv + SiLU and x_proj partials per 128-channel slice; K/V store   |
- *   C  attention of one (KV head, key split) unit per block on half the
- *      blocks: partials (m, l, o); meanwhile on the others dt/B/C and the
- *      SSM update of their channels                                      |
- *   D  merge of the key splits -> att                                     |
- *   E  m = pre-average norms of att and the SSM output (every block);
+ *   B  attention of one (KV head, key split) unit per block on half the
+ *      blocks: partials (m, l, o), this position's K/V taken from u;
+ *      meanwhile on the others conv + SiLU and x_proj partials per
+ *      128-channel slice; the K/V store                                  |
+ *   C  merge of the key splits -> att; meanwhile dt/B/C and the SSM
+ *      update on the blocks that ran the conv                            |
+ *   D  m = pre-average norms of att and the SSM output (every block);
  *      y = out_proj . m                                                    |
- *   F  x += y; hn = RMSNorm(x; mlp_norm); act = silu(gate) * up            |
- *   G  y = down . act                                                      |
+ *   E  x += y; hn = RMSNorm(x; mlp_norm); act = silu(gate) * up            |
+ *   F  y = down . act                                                      |
  * then the final norm and the lm_head into fp32 logits.
  *
  * Code size matters as much as arithmetic: each phase's code runs once per
@@ -66,6 +67,9 @@ struct mk_args {
     const bf16 *final_norm;   /* [H] */
     const float *inv_freq;    /* [dq/2] */
     int H, Di, I, R, P, V, dc, nh, nkv, dq, dv, rope, norms, nsa;
+    int nu;                   /* attention units: nkv * nsa, on blocks [0, nu) */
+    int split;                /* 1: blocks [nu, grid) run the SSM branch meanwhile; 0: every block runs both */
+    int cpb;                  /* SSM channels per SSM block (even) */
     int xh;                   /* floats in each half of the GEMV input (mk_xput) */
     float eps, scale;
     const cu_desc *desc;      /* [1]: position, token, state pointers */
@@ -83,25 +87,47 @@ struct mk_args {
     float *o;                 /* [nh][nsa][dv] split outputs */
     float *logits;            /* [V] */
     unsigned *bar;            /* grid barrier counter, zero at launch */
-    long long *trace;         /* NULL, or [n_layers][MK_TRACE] clock64 of block 0 at phase edges, then 2 globaltimer reads */
+    long long *trace;         /* NULL, or [n_layers][MK_TRACE] clock64 at phase edges (MK_MARK), then 2 globaltimer reads */
 };
 
-#define MK_TRACE 20
+#define MK_PHASES 15       /* traced intervals per layer: marks 0..MK_PHASES */
+#define MK_TRACE 32        /* per layer: block 0's marks, then at 16 those of block nu (the first SSM block) */
+static_assert(2 * (MK_PHASES + 1) <= MK_TRACE, "two blocks' marks per layer");
 #define MK_LPIECES ((int)sizeof(mk_layer) / 16)   /* 16-byte pieces of a layer table entry */
 static_assert(sizeof(mk_layer) % 16 == 0, "the layer table entry is fetched in 16-byte pieces");
-#define MK_MARK(k) do { if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) \
-        a.trace[layer * MK_TRACE + (k)] = clock64(); } while (0)
+#define MK_MARK(k) do { if (TRACE && threadIdx.x == 0 && (blockIdx.x == 0 || (int)blockIdx.x == a.nu)) \
+        a.trace[layer * MK_TRACE + (blockIdx.x ? MK_TRACE / 2 : 0) + (k)] = clock64(); } while (0)
 
 /* Shared memory of one block (dynamic), in floats: the GEMV input, then one
  * region the norms (fs) and phases B and C (ucs, dbc, attention) take in turn:
  * the less shared memory, the more L1. */
 struct mk_smem {
-    int xs, fs, dbc, ucs, att, total;
+    int xs, fs, dbc, ucs, att, sst, total;
 };
+
+/* The SSM step's inputs of one block's cpb channels, staged in phase B
+ * (mk_ssm_stage) for phase C; offsets in floats from the region's start. */
+struct mk_sst {
+    int h, A, D, dtb, nw, dtw, total;
+};
+
+__host__ __device__ static inline mk_sst mk_sst_layout(int cpb, int R)
+{
+    mk_sst t;
+    t.h = 0;                          /* float [cpb][16] state */
+    t.A = t.h + cpb * CU_D_STATE;     /* float [cpb][16] */
+    t.D = t.A + cpb * CU_D_STATE;     /* float [cpb] */
+    t.dtb = t.D + cpb;                /* float [cpb] */
+    t.nw = t.dtb + cpb;               /* float [R + 2 * 16]: the dt, B, C norm weights */
+    t.dtw = t.nw + R + 2 * CU_D_STATE;   /* bf16 [cpb][R] */
+    t.total = t.dtw + (cpb * R + 1) / 2;
+    return t;
+}
 
 #define MK_AK 128            /* keys of one attention chunk (staged in shared memory) */
 
-__host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, int P, int nh, int nkv, int dq, int dv)
+__host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, int P, int nh, int nkv, int dq, int dv,
+                                                        int cpb, int R)
 {
     mk_smem s;
     int kmax = H > Di ? H : Di;
@@ -117,6 +143,9 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     s.total += 4 + MK_AK * (dq + 8 + dv + 8) / 2;   /* then the chunk's K and V rows (bf16, 16-byte aligned) */
     const int xw_end = s.att + 4 + P * MK_SLICE / 2;   /* phase B: the x_proj columns (bf16, aligned) at s.att */
     s.total = s.total > xw_end ? s.total : xw_end;
+    s.sst = xw_end;                             /* phases B and C of the SSM blocks: mk_sst, after the x_proj columns */
+    const int sst_end = s.sst + mk_sst_layout(cpb, R).total;
+    s.total = s.total > sst_end ? s.total : sst_end;
     s.total = s.total > s.fs + fsn ? s.total : s.fs + fsn;
     return s;
 }
@@ -276,11 +305,11 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
     __syncthreads();
 }
 
-/* Phase B: conv step + SiLU of one 128-channel slice, then the slice's
- * x_proj partials; the slice's x_proj columns (xw: bf16 [P][MK_SLICE]) are
- * staged in shared memory by cp.async while the conv runs. */
+/* Phase B: conv step + SiLU of the 128-channel slices of block b of nb,
+ * then each slice's x_proj partials; the slice's x_proj columns (xw: bf16
+ * [P][MK_SLICE]) are staged in shared memory by cp.async while the conv runs. */
 __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
-                                           float *ucs, bf16 *xw)
+                                           float *ucs, bf16 *xw, int b, int nb)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, dc = a.dc, Di = a.Di, P = a.P;
@@ -288,7 +317,7 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
     const bf16 *xsrc = a.u + l.xs_off;
     const bf16 *cw = l.conv_w, *xp = l.x_proj;
     const float *cb = l.conv_b;
-    for (int sl = blockIdx.x; sl < nslice; sl += gridDim.x) {
+    for (int sl = b; sl < nslice; sl += nb) {
         const int c0 = sl * MK_SLICE, cn = min(MK_SLICE, Di - c0), pc = cn / 8;
         for (int i = threadIdx.x; i < P * pc; i += MK_THREADS)
             cp_async16(xw + (i / pc) * MK_SLICE + 8 * (i % pc), xp + (size_t)(i / pc) * Di + c0 + 8 * (i % pc));
@@ -358,11 +387,46 @@ __device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, co
         V[i] = f2b(ldb(a.u + l.v_off + i));
 }
 
+/* Phase B, SSM blocks: block b's inputs of the phase C step that no other
+ * block writes in this step (state, A, D, dt bias, dt_proj rows, the dt/B/C
+ * norm weights) into shared memory, so phase C waits only for what phase B
+ * computes (x_proj partials, conv output): two HBM round trips fewer on the
+ * critical path; this phase is the attention's length anyway. */
+__device__ __noinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer, int b,
+                                          float *sst)
+{
+    const mk_sst t = mk_sst_layout(a.cpb, a.R);
+    const int cbeg = b * a.cpb, cnt = min(a.cpb, a.Di - cbeg), R = a.R;
+    if (cnt > 0) {
+        const float *h = d.ssm + ((size_t)layer * a.Di + cbeg) * CU_D_STATE;
+        for (int i = threadIdx.x; i < cnt * CU_D_STATE; i += MK_THREADS) {
+            cp_async4(sst + t.h + i, h + i);
+            cp_async4(sst + t.A + i, l.A + (size_t)cbeg * CU_D_STATE + i);
+        }
+        const unsigned *dw = reinterpret_cast<const unsigned *>(l.dt_w + (size_t)cbeg * R);   /* cbeg, cnt even */
+        for (int i = threadIdx.x; i < cnt * R / 2; i += MK_THREADS)
+            cp_async4(sst + t.dtw + i, dw + i);
+        for (int i = threadIdx.x; i < cnt; i += MK_THREADS) {
+            cp_async4(sst + t.D + i, l.D + cbeg + i);
+            cp_async4(sst + t.dtb + i, l.dt_b + cbeg + i);
+        }
+        cp_async_commit();
+    }
+    if (a.norms)
+        for (int i = threadIdx.x; i < R + 2 * CU_D_STATE; i += MK_THREADS) {
+            const int j = i - R - CU_D_STATE;
+            sst[t.nw + i] = b2f(i < R ? l.dt_norm[i] : j < 0 ? l.B_norm[i - R] : l.C_norm[j]);
+        }
+    cp_async_wait_all();
+    __syncthreads();
+}
+
 /* Phase C: dt, B, C of this position (x_proj partials summed, then their
  * RMSNorms) into dbc; sub: MK_THREADS floats of shared memory. */
-__device__ __noinline__ void mk_dbc(const mk_args &a, const mk_layer &l, float *dbc, float *sub)
+__device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *dbc, float *sub)
 {
     const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, P = a.P;
+    const mk_sst t = mk_sst_layout(a.cpb, a.R);
     int nq = MK_THREADS / P;
     nq = nq < 1 ? 1 : nq;
     /* nq threads per value, each over every nq-th slice, 8 loads in flight */
@@ -393,7 +457,7 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const mk_layer &l, float *
     if (a.norms) {
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
         float *v = warp == 0 ? dbc : warp == 1 ? dbc + a.R : dbc + a.R + CU_D_STATE;
-        const bf16 *w = warp == 0 ? l.dt_norm : warp == 1 ? l.B_norm : l.C_norm;
+        const float *w = sst + t.nw + (v - dbc);   /* staged by mk_ssm_stage */
         int len = warp == 0 ? a.R : CU_D_STATE;
         if (warp < 3) {
             float ss = 0.0f;
@@ -402,54 +466,67 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const mk_layer &l, float *
             ss = warp_sum(ss);
             float r = rsqrtf(ss / (float)len + a.eps);
             for (int i = lane; i < len; i += 32)
-                v[i] = bfr(b2f(w[i]) * bfr(v[i] * r));
+                v[i] = bfr(w[i] * bfr(v[i] * r));
         }
         __syncthreads();
     }
 }
 
-/* Phase C: the SSM step of the channels of block b of nb: one thread per (channel, state). */
+/* Phase C: the SSM step of the channels of block b (cpb of them): one
+ * thread per (channel, state), the inputs staged by mk_ssm_stage; only the
+ * conv output and the gate come from global memory. */
 __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
-                                    const float *dbc, int b, int nb)
+                                    const float *dbc, const float *sst, int b)
 {
-    const int cpb = (a.Di + nb - 1) / nb;
-    const int cbeg = b * cpb, cnt = min(cpb, a.Di - cbeg);
+    const mk_sst t = mk_sst_layout(a.cpb, a.R);
+    const int cbeg = b * a.cpb, cnt = min(a.cpb, a.Di - cbeg);
     if (cnt <= 0)
         return;
     const int R = a.R;
+    const bf16 *dtw = reinterpret_cast<const bf16 *>(sst + t.dtw);   /* [cnt][R] */
     const int work = cnt * CU_D_STATE, lim = (work + 31) & ~31;   /* whole warps: sum16 shuffles */
     for (int idx = threadIdx.x; idx < lim; idx += MK_THREADS) {
         const bool valid = idx < work;
-        const int s = idx & 15, c = cbeg + (valid ? idx / 16 : cnt - 1);
-        /* every load of this step first: none depends on another */
-        const bf16 *dw = l.dt_w + (size_t)c * R;
-        float wv[8];
+        const int s = idx & 15, cl = valid ? idx / 16 : cnt - 1, c = cbeg + cl;
+        const float uv = ldf(a.uc + c), z = ldb(a.u + l.z_off + c);
         float acc = 0.0f;
-        for (int k0 = s; k0 < R; k0 += 8 * 16) {
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                wv[j] = k0 + 16 * j < R ? b2f(dw[k0 + 16 * j]) : 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                if (k0 + 16 * j < R)
-                    acc += dbc[k0 + 16 * j] * wv[j];
-        }
-        float *hp = d.ssm + ((size_t)layer * a.Di + c) * CU_D_STATE + s;
-        float h = *hp, uv = ldf(a.uc + c), z = ldb(a.u + l.z_off + c);
-        float Ac = l.A[c * CU_D_STATE + s], Dc = l.D[c], bias = l.dt_b[c];
+        for (int k = s; k < R; k += 16)
+            acc += dbc[k] * b2f(dtw[cl * R + k]);
         acc = sum16(acc);
-        float delta = softplus_f(bfr(acc) + bias);
-        h = expf(Ac * delta) * h + (delta * dbc[R + s]) * uv;
+        const float delta = softplus_f(bfr(acc) + sst[t.dtb + cl]);
+        const float h = expf(sst[t.A + cl * CU_D_STATE + s] * delta) * sst[t.h + cl * CU_D_STATE + s]
+                        + (delta * dbc[R + s]) * uv;
         if (valid)
-            *hp = h;
-        float y = sum16(dbc[R + CU_D_STATE + s] * h) + Dc * uv;
+            d.ssm[((size_t)layer * a.Di + c) * CU_D_STATE + s] = h;
+        const float y = sum16(dbc[R + CU_D_STATE + s] * h) + sst[t.D + cl] * uv;
         if (valid && s == 0)
             a.sout[c] = bfr(y * silu_f(z));
     }
 }
 
+/* This position's K row (rotated as mk_kv_store stores it) and V row of
+ * KV head kvh, from u into shared memory, one element pair or value per
+ * thread: the attention does not wait for the cache store. */
+__device__ __noinline__ void mk_attn_newkey(const mk_args &a, const mk_layer &l, int kvh, int pos, bf16 *Kr, bf16 *Vr)
+{
+    const int half = a.dq / 2, t = threadIdx.x;
+    if (t < half) {
+        const bf16 *k = a.u + l.k_off + kvh * a.dq;
+        float x0 = ldb(k + t), x1 = ldb(k + t + half);
+        if (a.rope) {
+            float c, sn;
+            rope_cs(a.inv_freq, t, pos, &c, &sn);
+            rope_rot(x0, x1, c, sn, &x0, &x1);
+        }
+        Kr[t] = f2b(x0);
+        Kr[t + half] = f2b(x1);
+    } else if (t < half + a.dv) {
+        Vr[t - half] = f2b(ldb(a.u + l.v_off + kvh * a.dv + t - half));
+    }
+}
+
 /*
- * Phase C: attention of the G query heads of one KV head over one slice of
+ * Phase B: attention of the G query heads of one KV head over one slice of
  * the keys (unit = blockIdx.x), in chunks of MK_AK keys with an online
  * softmax across chunks.  Written for small code, not unrolled over heads:
  * the persistent kernel runs every phase's code once per layer, so its
@@ -461,7 +538,7 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
 __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const cu_desc &d, float *sm)
 {
     const int unit = blockIdx.x;
-    if (unit >= a.nkv * a.nsa)
+    if (unit >= a.nu)
         return;
     const int G = a.nh / a.nkv, kvh = unit / a.nsa, split = unit % a.nsa, dq = a.dq, dv = a.dv;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = dq / 2, tid = threadIdx.x;
@@ -495,12 +572,16 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         for (int i = tid; i < nk * (kc + vc); i += MK_THREADS) {
             const int k = i / (kc + vc), e = i % (kc + vc);
             const size_t row = (size_t)kv_slot(l.gd, key_pos(ks, c0 + k)) * a.nkv + kvh;
+            if (l.owner && c0 + k == ks.n - 1)   /* this position's own key: below */
+                continue;
             if (e < kc)
                 cp_async16(Ks + k * (dq + 8) + 8 * e, K + row * dq + 8 * e);
             else
                 cp_async16(Vs + k * (dv + 8) + 8 * (e - kc), V + row * dv + 8 * (e - kc));
         }
         cp_async_commit();
+        if (l.owner && c0 + nk == ks.n)
+            mk_attn_newkey(a, l, kvh, p, Ks + (nk - 1) * (dq + 8), Vs + (nk - 1) * (dv + 8));
         if (c0 == k0)   /* q meanwhile */
             for (int i = tid; i < G * half; i += MK_THREADS) {
                 int j = i / half, e = i % half;
@@ -594,13 +675,13 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
     }
 }
 
-/* Phase D: merge the key splits of each (head, column) into att (bf16
- * values); all of a column's partials are loaded at once. */
-__device__ __noinline__ void mk_attn_merge(const mk_args &a)
+/* Phase C: merge the key splits of each (head, column) into att (bf16
+ * values), block b of nb; all of a column's partials are loaded at once. */
+__device__ __noinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
 {
     const int n = a.nh * a.dv, nsa = a.nsa;
-    const int per = (n + gridDim.x - 1) / gridDim.x;
-    for (int i = blockIdx.x * per + threadIdx.x; i < min(n, (blockIdx.x + 1) * per); i += MK_THREADS) {
+    const int per = (n + nb - 1) / nb;
+    for (int i = b * per + threadIdx.x; i < min(n, (b + 1) * per); i += MK_THREADS) {
         const int h = i / a.dv, e = i % a.dv;
         const float *ml = a.ml + (size_t)h * nsa * 2;
         const float *o = a.o + (size_t)h * nsa * a.dv + e;
@@ -630,7 +711,7 @@ __device__ __noinline__ void mk_attn_merge(const mk_args &a)
     }
 }
 
-/* Phase E prologue: xs = bf16(bf16(RMS(att; avg1) + RMS(ssm; avg2)) / 2), every block. */
+/* Phase D prologue: xs = bf16(bf16(RMS(att; avg1) + RMS(ssm; avg2)) / 2), every block. */
 __device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, float *xs, float *fs, float *red)
 {
     float *as = fs, *ss = fs + a.Di, *w1 = fs + 2 * a.Di, *w2 = fs + 3 * a.Di;
@@ -683,6 +764,10 @@ __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
     __syncthreads();
 }
 
+/* TRACE: the instance HYMBA_CUDA_MEGA_TRACE runs; the other has no trace code
+ * at all (measured: with the two blocks' marks compiled in but off, the step
+ * was 5 % slower). */
+template <bool TRACE>
 __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
 {
     extern __shared__ __align__(16) float smf[];
@@ -695,7 +780,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
     __shared__ __align__(16) mk_layer l;    /* this layer's pointers: no reload from global after each store */
     __shared__ __align__(16) mk_layer ln;   /* the next layer's, fetched during this one */
     __shared__ cu_desc d;
-    const mk_smem S = mk_smem_layout(arg.H, arg.Di, arg.I, arg.P, arg.nh, arg.nkv, arg.dq, arg.dv);
+    const mk_smem S = mk_smem_layout(arg.H, arg.Di, arg.I, arg.P, arg.nh, arg.nkv, arg.dq, arg.dv, arg.cpb, arg.R);
     float *xs = smf + S.xs;
     float *fs = smf + S.fs;
     unsigned target = 0;
@@ -707,7 +792,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         l = arg.L[0];
     }
     __syncthreads();
-    if (a.trace && blockIdx.x == 0 && threadIdx.x == 0)
+    if (TRACE && blockIdx.x == 0 && threadIdx.x == 0)
         a.trace[a.n_layers * MK_TRACE] = (long long)globaltimer();
     /* layer 0's input: the token's embedding row is the residual */
     mk_resnorm(a, a.embed + (size_t)d.token * a.H, false, NULL, l.in_norm, xs, fs, red);
@@ -737,61 +822,58 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         MK_MARK(2);
         mk_sync(a.bar, target);
         MK_MARK(3);
-        /* B */
-        mk_conv_xproj(a, l, d, layer, smf + S.ucs,
-                      reinterpret_cast<bf16 *>(((uintptr_t)(smf + S.att) + 15) & ~(uintptr_t)15));
+        /* B: attention units on the first nu blocks, conv + x_proj slices on
+         * the others (both on every block, one after the other, when too few
+         * are left); nothing in one depends on the other */
+        mk_attn(a, l, d, smf + S.att);
+        if (!a.split)
+            __syncthreads();   /* the conv reuses the attention's shared memory */
+        if (!a.split || (int)blockIdx.x >= a.nu) {
+            const int b = blockIdx.x - a.split * a.nu, nb = gridDim.x - a.split * a.nu;
+            mk_conv_xproj(a, l, d, layer, smf + S.ucs,
+                          reinterpret_cast<bf16 *>(((uintptr_t)(smf + S.att) + 15) & ~(uintptr_t)15), b, nb);
+            mk_ssm_stage(a, l, d, layer, b, smf + S.sst);
+        }
         if (l.owner && blockIdx.x == gridDim.x - 1)
             mk_kv_store(a, l, d, layer);
         MK_MARK(4);
         mk_sync(a.bar, target);
         MK_MARK(5);
-        /* C: attention units on the first blocks, the SSM step on the others
-         * (on all blocks after the attention when too few are left) */
-        {
-            const int nu = a.nkv * a.nsa, alone = (int)gridDim.x - nu >= (int)gridDim.x / 4;
-            if (!alone || (int)blockIdx.x >= nu) {
-                mk_dbc(a, l, smf + S.dbc, sub);
-                if (alone)
-                    mk_ssm(a, l, d, layer, smf + S.dbc, blockIdx.x - nu, gridDim.x - nu);
-                else
-                    mk_ssm(a, l, d, layer, smf + S.dbc, blockIdx.x, gridDim.x);
-            }
-            MK_MARK(6);
-            mk_attn(a, l, d, smf + S.att);
+        /* C: the SSM step beside the merge of the attention's key splits */
+        if (!a.split || (int)blockIdx.x >= a.nu) {
+            mk_dbc(a, smf + S.sst, smf + S.dbc, sub);
+            mk_ssm(a, l, d, layer, smf + S.dbc, smf + S.sst, blockIdx.x - a.split * a.nu);
         }
-        MK_MARK(7);
+        if (!a.split || (int)blockIdx.x < a.nu)
+            mk_attn_merge(a, blockIdx.x, a.split ? a.nu : gridDim.x);
+        MK_MARK(6);
         mk_sync(a.bar, target);
-        MK_MARK(8);
+        MK_MARK(7);
         /* D */
-        mk_attn_merge(a);
+        mk_preavg(a, l, xs, fs, red);
+        MK_MARK(8);
+        mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(9);
         mk_sync(a.bar, target);
         MK_MARK(10);
         /* E */
-        mk_preavg(a, l, xs, fs, red);
+        mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.mlp_norm, xs, fs, red);
+        xi ^= 1;
         MK_MARK(11);
-        mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, a.xh, MK_OUT_BF16, a.y, NULL);
+        mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, a.xh, MK_OUT_GATED, a.act, NULL);
         MK_MARK(12);
         mk_sync(a.bar, target);
         MK_MARK(13);
         /* F */
-        mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.mlp_norm, xs, fs, red);
-        xi ^= 1;
-        MK_MARK(14);
-        mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, a.xh, MK_OUT_GATED, a.act, NULL);
-        MK_MARK(15);
-        mk_sync(a.bar, target);
-        MK_MARK(16);
-        /* G */
         mk_load_vec(a.act, a.I, xs, a.xh);
         mk_gemv<1, 8>(l.down, a.H, a.I, xs, a.xh, MK_OUT_BF16, a.y, NULL);
-        MK_MARK(17);
+        MK_MARK(14);
         mk_sync(a.bar, target);
-        MK_MARK(18);
+        MK_MARK(15);
     }
     mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], a.final_norm, xs, fs, red);
     mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, a.xh, MK_OUT_F32, NULL, a.logits);
-    if (a.trace && blockIdx.x == 0 && threadIdx.x == 0) {
+    if (TRACE && blockIdx.x == 0 && threadIdx.x == 0) {
         a.trace[a.n_layers * MK_TRACE + 1] = (long long)globaltimer();
         a.trace[a.n_layers * MK_TRACE + 2] = clock64();
         a.trace[a.n_layers * MK_TRACE + 3] = a.trace[0];
@@ -835,9 +917,12 @@ static const char *mega_unsupported(const cu_model *m)
         return "attention width != d_inner";
     if (a->d_conv > 8)
         return "d_conv > 8";
-    for (int L = 0; L < a->n_layers; L++)
+    for (int L = 0; L < a->n_layers; L++) {
         if ((uintptr_t)m->L[L].x_proj % 16)
             return "an x_proj matrix not 16-byte aligned";
+        if ((uintptr_t)m->L[L].dt_w % 4)
+            return "a dt_proj matrix not 4-byte aligned";
+    }
     return NULL;
 }
 
@@ -878,14 +963,28 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     a.lm_head = m->lm_head;
     a.final_norm = m->final_norm;
     a.inv_freq = m->inv_freq;
-    mk->kernel = k_decode_mega;
+    mk->kernel = getenv("HYMBA_CUDA_MEGA_TRACE") ? k_decode_mega<true> : k_decode_mega<false>;
     {
         int kmax = a.H > a.Di ? a.H : a.Di;
         kmax = kmax > a.I ? kmax : a.I;
         a.xh = (kmax + 7) / 8 * 4;
     }
 
-    mk_smem S = mk_smem_layout(a.H, a.Di, a.I, a.P, a.nh, a.nkv, a.dq, a.dv);
+    mk->nblk = ctx->n_sm;
+    if (a.nkv > mk->nblk) {   /* one block per attention unit at least */
+        free(mk);
+        return 0;
+    }
+    int nsa = mk->nblk / (2 * a.nkv);   /* half the blocks: the other half runs the SSM step meanwhile */
+    a.nsa = nsa < 1 ? 1 : nsa > MK_SPLITS_MAX ? MK_SPLITS_MAX : nsa;
+    a.nu = a.nkv * a.nsa;
+    a.split = mk->nblk - a.nu >= mk->nblk / 4;
+    {
+        const int nb = a.split ? mk->nblk - a.nu : mk->nblk;
+        a.cpb = ((a.Di + nb - 1) / nb + 1) & ~1;   /* even: the staged dt_proj rows start 4-byte aligned */
+    }
+
+    mk_smem S = mk_smem_layout(a.H, a.Di, a.I, a.P, a.nh, a.nkv, a.dq, a.dv, a.cpb, a.R);
     mk->smem = (size_t)S.total * sizeof(float);
     cudaError_t e = cudaFuncSetAttribute(mk->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mk->smem);
     int per_sm = 0;
@@ -899,13 +998,6 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
         free(mk);
         return 0;
     }
-    mk->nblk = ctx->n_sm;
-    if (a.nkv > mk->nblk) {   /* one block per attention unit at least */
-        free(mk);
-        return 0;
-    }
-    int nsa = mk->nblk / (2 * a.nkv);   /* half the blocks: the other half runs the SSM step meanwhile */
-    a.nsa = nsa < 1 ? 1 : nsa > MK_SPLITS_MAX ? MK_SPLITS_MAX : nsa;
 
     /* one allocation: layer table, then the scratch */
     size_t nslice = (size_t)(a.Di + MK_SLICE - 1) / MK_SLICE;
@@ -1023,8 +1115,10 @@ int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits,
     return 0;
 }
 
-/* HYMBA_CUDA_MEGA_TRACE: after the 64th step, block 0's time per phase (us,
- * mean over layers 1..n-1) on stderr: where a step's time goes. */
+/* HYMBA_CUDA_MEGA_TRACE: after the 64th step, the time per phase of block 0
+ * (an attention unit) and of block nu (the first SSM block), us, mean over
+ * layers 1..n-1, on stderr: where a step's time goes.  The traced kernel is
+ * its own instance and runs slower than the untraced one. */
 void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
 {
     cu_mega *mk = m->mk;
@@ -1041,18 +1135,23 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
     const long long *tail = t + (size_t)n * MK_TRACE;
     double ns = (double)(tail[1] - tail[0]), cyc = (double)(tail[2] - tail[3]);
     double us_per_cyc = ns > 0 && cyc > 0 ? ns / cyc / 1000.0 : 0.0;
-    static const char *name[18] = { "resnorm A", "in_proj", "sync1", "conv+xproj+kv", "sync2", "dbc+ssm",
-                                    "attn", "sync3", "merge", "sync4", "preavg", "out_proj", "sync5",
-                                    "resnorm F", "gate-up", "sync6", "down", "sync7" };
-    fprintf(stderr, "hymba: cuda: decode step %.1f us (globaltimer); per layer, block 0 (us):\n", ns / 1000.0);
+    static const char *name[MK_PHASES] = { "resnorm A", "in_proj", "sync1", "attn|conv", "sync2", "merge|ssm",
+                                           "sync3", "preavg", "out_proj", "sync4", "resnorm F", "gate-up",
+                                           "sync5", "down", "sync6" };
+    fprintf(stderr, "hymba: cuda: decode step %.1f us (globaltimer); per layer (us), block 0 and block %d:\n",
+            ns / 1000.0, mk->a.nu);
     double tot = 0.0;
-    for (int k = 0; k < 18; k++) {
-        double acc = 0.0;
+    for (int k = 0; k < MK_PHASES; k++) {
+        double acc[2] = { 0.0, 0.0 };
         for (int L = 1; L < n; L++)
-            acc += (double)(t[L * MK_TRACE + k + 1] - t[L * MK_TRACE + k]);
-        acc = acc / (n > 1 ? n - 1 : 1) * us_per_cyc;
-        tot += acc;
-        fprintf(stderr, "  %-14s %7.2f\n", name[k], acc);
+            for (int h = 0; h < 2; h++) {
+                const long long *e = t + (size_t)L * MK_TRACE + h * MK_TRACE / 2 + k;
+                acc[h] += (double)(e[1] - e[0]);
+            }
+        for (int h = 0; h < 2; h++)
+            acc[h] = acc[h] / (n > 1 ? n - 1 : 1) * us_per_cyc;
+        tot += acc[0];
+        fprintf(stderr, "  %-14s %7.2f %7.2f\n", name[k], acc[0], acc[1]);
     }
     fprintf(stderr, "  %-14s %7.2f\n", "layer", tot);
     free(t);
