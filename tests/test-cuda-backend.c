@@ -626,6 +626,11 @@ int main(void)
                  .kv_src = { 0, 1, 2 }, .is_global = { 1, 0, 1 }, .dtype = HY_ST_BF16, .seed = 9 };
     long_context("rand-long", &z, 4600, 6);
     penalty_case("rand-x", &x);
+    /* the persistent kernel with both branches on every block (GPUs with few SMs) */
+    setenv("HYMBA_CUDA_MEGA_SPLIT", "0", 1);
+    vs_cpu("rand-x/s", &x, 70);
+    long_context("rand-long/s", &z, 4600, 6);
+    unsetenv("HYMBA_CUDA_MEGA_SPLIT");
     /* the batch-1 step as separate kernels (the persistent kernel's fallback) */
     setenv("HYMBA_CUDA_MEGA", "0", 1);
     vs_cpu("rand-x/k", &x, 70);

@@ -133,6 +133,8 @@ static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
     cu_pdl = ctx->pdl;
     /* HYMBA_CUDA_MEGA=0: the batch-1 decode step as separate kernels, not one persistent kernel */
     cu_mega_wanted = !(getenv("HYMBA_CUDA_MEGA") && strcmp(getenv("HYMBA_CUDA_MEGA"), "0") == 0);
+    /* HYMBA_CUDA_MEGA_SPLIT=0: the persistent kernel runs the attention and the SSM branch on every block */
+    cu_mega_split = !(getenv("HYMBA_CUDA_MEGA_SPLIT") && strcmp(getenv("HYMBA_CUDA_MEGA_SPLIT"), "0") == 0);
     /* HYMBA_CUDA_PF_OVERLAP=0: prefill attention and SSM branches one after the other (for measurements) */
     ctx->pf_overlap = !(getenv("HYMBA_CUDA_PF_OVERLAP") && strcmp(getenv("HYMBA_CUDA_PF_OVERLAP"), "0") == 0);
     /* HYMBA_CUDA_GEMV_VECS: least 16-byte vectors per lane in a split-K slice (tuning knob) */

@@ -893,6 +893,7 @@ struct cu_mega {
 };
 
 int cu_mega_wanted = 1;   /* HYMBA_CUDA_MEGA=0 turns the persistent decode kernel off */
+int cu_mega_split = 1;    /* HYMBA_CUDA_MEGA_SPLIT=0: both branches on every block, as on a GPU with too few SMs */
 
 void cu_mega_free(cu_ctx *ctx, cu_model *m)
 {
@@ -978,7 +979,7 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     int nsa = mk->nblk / (2 * a.nkv);   /* half the blocks: the other half runs the SSM step meanwhile */
     a.nsa = nsa < 1 ? 1 : nsa > MK_SPLITS_MAX ? MK_SPLITS_MAX : nsa;
     a.nu = a.nkv * a.nsa;
-    a.split = mk->nblk - a.nu >= mk->nblk / 4;
+    a.split = cu_mega_split && mk->nblk - a.nu >= mk->nblk / 4;
     {
         const int nb = a.split ? mk->nblk - a.nu : mk->nblk;
         a.cpb = ((a.Di + nb - 1) / nb + 1) & ~1;   /* even: the staged dt_proj rows start 4-byte aligned */
@@ -1077,7 +1078,8 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     m->mk = mk;
     if (ctx->verbose)
         fprintf(stderr, "hymba: cuda: persistent decode kernel: %d blocks x %d threads, %zu B shared, "
-                "%d key splits\n", mk->nblk, MK_THREADS, mk->smem, a.nsa);
+                "%d key splits, %s\n", mk->nblk, MK_THREADS, mk->smem, a.nsa,
+                a.split ? "attention and SSM blocks side by side" : "both branches on every block");
     return 0;
 }
 

@@ -135,6 +135,7 @@ int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *t
  * runs this model (set up on first use, outside any stream capture), 0 when
  * not, < 0 on error; launch: one step into ctx->s0 (capturable). */
 extern int cu_mega_wanted;
+extern int cu_mega_split;
 int cu_mega_usable(cu_ctx *ctx, cu_model *m, hy_err *err);
 int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits, hy_err *err);
 void cu_mega_free(cu_ctx *ctx, cu_model *m);
