@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu-carry.sh: gather built programs, the libraries they need beyond a CUDA image, golden data and
 # gpu-check.sh into one folder, for running the GPU checks on a machine without the build dependencies.
-#   tools/gpu-carry.sh BUILD_DIR DEST      (then: cd DEST && ./gpu-check.sh [--bench])
+#   tools/gpu-carry.sh BUILD_DIR DEST      (then: cd DEST && ./gpu-check.sh [--bench], or ./gpu-ab.sh)
 set -euo pipefail
 build=$(cd "$1" && pwd)
 dest=$2
@@ -18,5 +18,5 @@ for c in tiny-fp32 tiny-bf16; do
     [ -d "$shared/golden/$c" ] && cp -r "$shared/golden/$c" "$dest/shared/golden/"
 done
 chmod -R u+w "$dest/shared"
-cp "$top/tools/gpu-check.sh" "$dest/"
+cp "$top/tools/gpu-check.sh" "$top/tools/gpu-ab.sh" "$dest/"
 du -sh "$dest"

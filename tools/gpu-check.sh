@@ -21,8 +21,11 @@
 #     the CPU backend on random checkpoints: prefill logits, 320 decode steps
 #     crossing the sliding window, conv/SSM/K-V state after prefill, state
 #     images both ways, batched == single decode.  Tolerance: ||a-b||/||b||
-#     <= 2e-2 on logits and states (bf16 weights and activations, fp32
-#     accumulation and SSM state), 5e-3 batched vs single; greedy ids identical.
+#     <= 2e-2 on prefill logits, the first decode steps and the states, 3e-2
+#     over 320 decode steps (bf16 weights and activations, fp32 accumulation
+#     and SSM state; the rounding differences feed back through the recurrent
+#     state), 5e-3 batched vs single; greedy ids identical where the
+#     reference's top-1/top-2 margin is >= 0.05.
 #   - compute-sanitizer memcheck on test-cuda-kernels and on hymba-run
 #     (prefill + 40 decoded tokens) over the tiny-bf16 golden model.
 #   - --bench: hymba-mkmodel --preset 1.5b into a temp dir, hymba-bench --backend cuda

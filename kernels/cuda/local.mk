@@ -29,4 +29,4 @@ SUFFIXES += .cu
 	$(NVCC) $(HY_NVCCFLAGS) $(DEFS) $(DEFAULT_INCLUDES) $(AM_CPPFLAGS) $(CUDA_CPPFLAGS) -c -o $@ $<
 
 # The GPU check script (run by hand on a GPU machine; CI has none) and its carry helper.
-dist_noinst_SCRIPTS += tools/gpu-check.sh tools/gpu-carry.sh
+dist_noinst_SCRIPTS += tools/gpu-check.sh tools/gpu-carry.sh tools/gpu-ab.sh
