@@ -28,5 +28,5 @@ done
 for v in ${TRACE_V-$V}; do
     echo "== trace $v"
     HYMBA_CUDA_MEGA_TRACE=1 "$(bench "$v")" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 1 2>&1 |
-        grep -A20 "decode step"
+        sed -n '/^hymba: cuda: decode step/,/^  layer/p'
 done
