@@ -14,7 +14,7 @@ export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_L
 V=${V:-base new}
 model=$(mktemp -d /tmp/hymba-ab.XXXXXX)
 trap 'rm -rf "$model"' EXIT
-"$here/bin/hymba-mkmodel" --preset 1.5b --seed 1 "$model" >/dev/null || { echo "gpu-ab.sh: hymba-mkmodel failed"; exit 1; }
+"$here/bin/hymba-mkmodel" --preset 1.5b --seed 1 "$model" >/dev/null 2>&1 || { echo "gpu-ab.sh: hymba-mkmodel failed"; exit 1; }
 bench() { if [ "$1" = new ]; then echo "$here/bin/hymba-bench"; else echo "$here/bin/hymba-bench-$1"; fi; }
 for v in $V; do
     [ -x "$(bench "$v")" ] || { echo "gpu-ab.sh: no $(bench "$v")"; exit 1; }
