@@ -99,8 +99,8 @@ static_assert(sizeof(mk_layer) % 16 == 0, "the layer table entry is fetched in 1
         a.trace[layer * MK_TRACE + (blockIdx.x ? MK_TRACE / 2 : 0) + (k)] = clock64(); } while (0)
 
 /* Shared memory of one block (dynamic), in floats: the GEMV input, then one
- * region the norms (fs) and phases B and C (ucs, dbc, attention) take in turn:
- * the less shared memory, the more L1. */
+ * region the norms (fs) and phases B and C (ucs, dbc, attention, the SSM
+ * blocks' staged inputs sst) take in turn: the less shared memory, the more L1. */
 struct mk_smem {
     int xs, fs, dbc, ucs, att, sst, total;
 };
