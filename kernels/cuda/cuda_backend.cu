@@ -101,6 +101,13 @@ void cu_free(cu_ctx *c, void *p, size_t bytes)
 
 /* ------------------------------------------------------------ context */
 
+/* A measurement knob: environment variable name set to "0". */
+static bool env_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, "0") == 0;
+}
+
 static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
 {
     int n = 0;
@@ -129,14 +136,14 @@ static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
     ctx->n_sm = prop.multiProcessorCount;
     ctx->verbose = opts && opts->verbose;
     /* HYMBA_CUDA_PDL=0 turns programmatic dependent launch off (for measurements) */
-    ctx->pdl = !(getenv("HYMBA_CUDA_PDL") && strcmp(getenv("HYMBA_CUDA_PDL"), "0") == 0);
+    ctx->pdl = !env_off("HYMBA_CUDA_PDL");
     cu_pdl = ctx->pdl;
     /* HYMBA_CUDA_MEGA=0: the batch-1 decode step as separate kernels, not one persistent kernel */
-    cu_mega_wanted = !(getenv("HYMBA_CUDA_MEGA") && strcmp(getenv("HYMBA_CUDA_MEGA"), "0") == 0);
+    cu_mega_wanted = !env_off("HYMBA_CUDA_MEGA");
     /* HYMBA_CUDA_MEGA_SPLIT=0: the persistent kernel runs the attention and the SSM branch on every block */
-    cu_mega_split = !(getenv("HYMBA_CUDA_MEGA_SPLIT") && strcmp(getenv("HYMBA_CUDA_MEGA_SPLIT"), "0") == 0);
+    cu_mega_split = !env_off("HYMBA_CUDA_MEGA_SPLIT");
     /* HYMBA_CUDA_PF_OVERLAP=0: prefill attention and SSM branches one after the other (for measurements) */
-    ctx->pf_overlap = !(getenv("HYMBA_CUDA_PF_OVERLAP") && strcmp(getenv("HYMBA_CUDA_PF_OVERLAP"), "0") == 0);
+    ctx->pf_overlap = !env_off("HYMBA_CUDA_PF_OVERLAP");
     /* HYMBA_CUDA_GEMV_VECS: least 16-byte vectors per lane in a split-K slice (tuning knob) */
     if (getenv("HYMBA_CUDA_GEMV_VECS") && atoi(getenv("HYMBA_CUDA_GEMV_VECS")) > 0)
         cu_gemv_lane_vecs = atoi(getenv("HYMBA_CUDA_GEMV_VECS"));

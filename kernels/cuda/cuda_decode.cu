@@ -368,6 +368,19 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
     }
 }
 
+/* Element pair (j, j + dq/2) of the q or k head row hd (in u) at position
+ * pos, rotated when the model uses RoPE. */
+__device__ __forceinline__ void mk_rope_load(const mk_args &a, const bf16 *hd, int j, int pos, float *x0, float *x1)
+{
+    *x0 = ldb(hd + j);
+    *x1 = ldb(hd + j + a.dq / 2);
+    if (a.rope) {
+        float c, sn;
+        rope_cs(a.inv_freq, j, pos, &c, &sn);
+        rope_rot(*x0, *x1, c, sn, x0, x1);
+    }
+}
+
 /* Phase B, owner layers: rotate k and store k, v into the cache slot of this position. */
 __device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer)
 {
@@ -377,12 +390,8 @@ __device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, co
     bf16 *V = d.kv[2 * layer + 1] + (size_t)slot * a.nkv * a.dv;
     for (int i = threadIdx.x; i < a.nkv * half; i += MK_THREADS) {
         int h = i / half, j = i % half;
-        float x0 = ldb(a.u + l.k_off + h * a.dq + j), x1 = ldb(a.u + l.k_off + h * a.dq + j + half);
-        if (a.rope) {
-            float c, sn;
-            rope_cs(a.inv_freq, j, pos, &c, &sn);
-            rope_rot(x0, x1, c, sn, &x0, &x1);
-        }
+        float x0, x1;
+        mk_rope_load(a, a.u + l.k_off + h * a.dq, j, pos, &x0, &x1);
         K[h * a.dq + j] = f2b(x0);
         K[h * a.dq + j + half] = f2b(x1);
     }
@@ -514,13 +523,8 @@ __device__ __noinline__ void mk_attn_newkey(const mk_args &a, const mk_layer &l,
 {
     const int half = a.dq / 2, t = threadIdx.x;
     if (t < half) {
-        const bf16 *k = a.u + l.k_off + kvh * a.dq;
-        float x0 = ldb(k + t), x1 = ldb(k + t + half);
-        if (a.rope) {
-            float c, sn;
-            rope_cs(a.inv_freq, t, pos, &c, &sn);
-            rope_rot(x0, x1, c, sn, &x0, &x1);
-        }
+        float x0, x1;
+        mk_rope_load(a, a.u + l.k_off + kvh * a.dq, t, pos, &x0, &x1);
         Kr[t] = f2b(x0);
         Kr[t + half] = f2b(x1);
     } else if (t < half + a.dv) {
@@ -588,13 +592,8 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         if (c0 == k0)   /* q meanwhile */
             for (int i = tid; i < G * half; i += MK_THREADS) {
                 int j = i / half, e = i % half;
-                const bf16 *qh = a.u + (size_t)(kvh * G + j) * dq;
-                float x0 = ldb(qh + e), x1 = ldb(qh + e + half);
-                if (a.rope) {
-                    float c, sn;
-                    rope_cs(a.inv_freq, e, p, &c, &sn);
-                    rope_rot(x0, x1, c, sn, &x0, &x1);
-                }
+                float x0, x1;
+                mk_rope_load(a, a.u + (size_t)(kvh * G + j) * dq, e, p, &x0, &x1);
                 qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
                 qs[j * dq + e + half] = bfr(x1);
             }
