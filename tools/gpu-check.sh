@@ -112,6 +112,10 @@ if [ $bench -eq 1 ]; then
         step bench-cuda-nopdl "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3
         unset HYMBA_CUDA_PDL
         grep -E "decode B=1|fraction" "$logs/bench-cuda-nopdl.log"
+        export HYMBA_CUDA_MEGA_PF=0   # the persistent kernel without its weight prefetch into L2
+        step bench-cuda-nopf "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3
+        unset HYMBA_CUDA_MEGA_PF
+        grep -E "decode B=1|fraction" "$logs/bench-cuda-nopf.log"
     else
         step bench-run-cuda "$bin/hymba-run" -m "$model" --backend cuda -v -n 256 --ignore-eos \
             --tokens "$(seq -s, 100 611)"

@@ -142,6 +142,8 @@ static int cuda_init(const hy_backend_opts *opts, void **out, hy_err *err)
     cu_mega_wanted = !env_off("HYMBA_CUDA_MEGA");
     /* HYMBA_CUDA_MEGA_SPLIT=0: the persistent kernel runs the attention and the SSM branch on every block */
     cu_mega_split = !env_off("HYMBA_CUDA_MEGA_SPLIT");
+    /* HYMBA_CUDA_MEGA_PF=0: the persistent kernel's prefetch warp asks L2 for nothing */
+    cu_mega_pf = !env_off("HYMBA_CUDA_MEGA_PF");
     /* HYMBA_CUDA_PF_OVERLAP=0: prefill attention and SSM branches one after the other (for measurements) */
     ctx->pf_overlap = !env_off("HYMBA_CUDA_PF_OVERLAP");
     /* HYMBA_CUDA_GEMV_VECS: least 16-byte vectors per lane in a split-K slice (tuning knob) */

@@ -26,7 +26,9 @@ using namespace cudev;
  *      y = out_proj . m                                                    |
  *   E  x += y; hn = RMSNorm(x; mlp_norm); act = silu(gate) * up            |
  *   F  y = down . act                                                      |
- * then the final norm and the lm_head into fp32 logits.
+ * then the final norm and the lm_head into fp32 logits.  Each block runs
+ * the phases on 15 warps; a 16th (mk_prefetch) asks L2 for the next
+ * products' rows while the block is in a phase that leaves HBM idle.
  *
  * Code size matters as much as arithmetic: each phase's code runs once per
  * layer per SM, so the phases are small, non-unrolled functions (a first
@@ -34,10 +36,12 @@ using namespace cudev;
  * its small phases 3-4x slower).
  */
 
-#define MK_THREADS 512
+#define MK_THREADS 480      /* the threads that run the phases: 15 warps */
 #define MK_WARPS (MK_THREADS / 32)
+#define MK_BLOCK_THREADS (MK_THREADS + 32)   /* and one warp that prefetches weights (mk_prefetch) */
 #define MK_SLICE 128         /* channels per conv + x_proj unit */
 #define MK_SPLITS_MAX 16     /* key splits per KV head */
+#define MK_PF_CHUNK 4096     /* bytes per L2 prefetch request */
 
 struct mk_layer {
     const bf16 *in_norm;      /* [H] */
@@ -71,6 +75,7 @@ struct mk_args {
     int split;                /* 1: blocks [nu, grid) run the SSM branch meanwhile; 0: every block runs both */
     int cpb;                  /* SSM channels per SSM block (even) */
     int xh;                   /* floats in each half of the GEMV input (mk_xput) */
+    int pf;                   /* 0: the prefetch warp idles (HYMBA_CUDA_MEGA_PF=0) */
     float eps, scale;
     const cu_desc *desc;      /* [1]: position, token, state pointers */
     /* scratch, all written and read inside one launch (loaded with ld.cg:
@@ -96,7 +101,8 @@ static_assert(2 * (MK_PHASES + 1) <= MK_TRACE, "two blocks' marks per layer");
 #define MK_LPIECES ((int)sizeof(mk_layer) / 16)   /* 16-byte pieces of a layer table entry */
 static_assert(sizeof(mk_layer) % 16 == 0, "the layer table entry is fetched in 16-byte pieces");
 #define MK_MARK(k) do { if (TRACE && threadIdx.x == 0 && (blockIdx.x == 0 || (int)blockIdx.x == a.nu)) \
-        a.trace[layer * MK_TRACE + (blockIdx.x ? MK_TRACE / 2 : 0) + (k)] = clock64(); } while (0)
+        a.trace[layer * MK_TRACE + (blockIdx.x ? MK_TRACE / 2 : 0) + (k)] = clock64(); \
+        if (threadIdx.x == 0) *(volatile unsigned *)&mk_phase = layer * 16 + (k); } while (0)
 
 /* Shared memory of one block (dynamic), in floats: the GEMV input, then one
  * region the norms (fs) and phases B and C (ucs, dbc, attention, the SSM
@@ -163,18 +169,35 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
     return v;
 }
 
+/* Barrier of the block's phase threads (the prefetch warp runs on its own). */
+__device__ __forceinline__ void mk_bsync() { asm volatile("bar.sync 1, %0;" ::"n"(MK_THREADS) : "memory"); }
+
+__device__ __forceinline__ float mk_block_sum(float v, float *red)
+{
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    v = warp_sum(v);
+    mk_bsync();
+    if (lane == 0)
+        red[w] = v;
+    mk_bsync();
+    v = lane < MK_WARPS ? red[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__shared__ unsigned mk_phase;   /* layer * 16 + the last mark (MK_MARK) thread 0 passed, for the prefetch warp */
+
 /* Grid barrier: every block arrives once per call; the counter only grows
  * within a launch, so the target of the k-th barrier is k * gridDim.x. */
 __device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target)
 {
     target += gridDim.x;
-    __syncthreads();
+    mk_bsync();
     if (threadIdx.x == 0) {
         asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
         while (ld_acquire(bar) < target)
             ;
     }
-    __syncthreads();
+    mk_bsync();
 }
 
 __device__ __forceinline__ unsigned long long globaltimer()
@@ -301,11 +324,11 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
             ss += x * x;
         }
     }
-    ss = block_sum(ss, red);
+    ss = mk_block_sum(ss, red);
     float r = rsqrtf(ss / (float)a.H + a.eps);
     for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
         mk_xput(xs, a.xh, i, bfr(fs[a.H + i] * bfr(fs[i] * r)));
-    __syncthreads();
+    mk_bsync();
 }
 
 /* Phase B: conv step + SiLU of the 128-channel slices of block b of nb,
@@ -351,7 +374,7 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
             ucs[cl] = v;
         }
         cp_async_wait_all();
-        __syncthreads();
+        mk_bsync();
         for (int r = warp; r < P; r += MK_WARPS) {
             float sum = 0.0f;
 #pragma unroll
@@ -364,7 +387,7 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
             if (lane == 0)
                 a.xpart[(size_t)sl * P + r] = sum;
         }
-        __syncthreads();
+        mk_bsync();
     }
 }
 
@@ -430,7 +453,7 @@ __device__ __noinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, c
             sst[t.nw + i] = b2f(i < R ? l.dt_norm[i] : j < 0 ? l.B_norm[i - R] : l.C_norm[j]);
         }
     cp_async_wait_all();
-    __syncthreads();
+    mk_bsync();
 }
 
 /* Phase C: dt, B, C of this position (x_proj partials summed, then their
@@ -458,14 +481,14 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
         }
         sub[q * P + val] = s;
     }
-    __syncthreads();
+    mk_bsync();
     for (int i = threadIdx.x; i < P; i += MK_THREADS) {
         float s = 0.0f;
         for (int q = 0; q < nq; q++)
             s += sub[q * P + i];
         dbc[i] = bfr(s);
     }
-    __syncthreads();
+    mk_bsync();
     if (a.norms) {
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
         float *v = warp == 0 ? dbc : warp == 1 ? dbc + a.R : dbc + a.R + CU_D_STATE;
@@ -480,7 +503,7 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
             for (int i = lane; i < len; i += 32)
                 v[i] = bfr(w[i] * bfr(v[i] * r));
         }
-        __syncthreads();
+        mk_bsync();
     }
 }
 
@@ -598,7 +621,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 qs[j * dq + e + half] = bfr(x1);
             }
         cp_async_wait_all();
-        __syncthreads();
+        mk_bsync();
         for (int i = tid; i < nk * G; i += MK_THREADS) {
             int k = i % nk, j = i / nk;
             const uint4 *kr = reinterpret_cast<const uint4 *>(Ks + k * (dq + 8));
@@ -609,7 +632,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 acc += dot8(kr[c], q + 8 * c);
             s[j * MK_AK + k] = acc * a.scale;
         }
-        __syncthreads();
+        mk_bsync();
         if (warp < G) {
             float *sj = s + warp * MK_AK;
             float mx = -INFINITY;
@@ -630,7 +653,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 mrun[warp] = mnew;
             }
         }
-        __syncthreads();
+        mk_bsync();
         for (int i = tid; i < nkg * npair; i += MK_THREADS) {
             const int e2 = i % npair, kg = i / npair;
             float acc0[CU_MAX_GQA], acc1[CU_MAX_GQA];
@@ -655,7 +678,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                     part[(kg * G + j) * dv + 2 * e2 + 1] = acc1[j];
                 }
         }
-        __syncthreads();
+        mk_bsync();
         for (int i = tid; i < G * dv; i += MK_THREADS) {
             const int j = i / dv;
             float acc = o[i] * alpha[j];
@@ -663,9 +686,9 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 acc += part[kg * G * dv + i];
             o[i] = acc;
         }
-        __syncthreads();
+        mk_bsync();
     }
-    __syncthreads();
+    mk_bsync();
     for (int i = tid; i < G * dv; i += MK_THREADS) {
         const int j = i / dv, e = i % dv;
         size_t sl = (size_t)(kvh * G + j) * a.nsa + split;
@@ -742,15 +765,15 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, floa
             s2 += sv[q] * sv[q];
         }
     }
-    s1 = block_sum(s1, red);
-    s2 = block_sum(s2, red);
+    s1 = mk_block_sum(s1, red);
+    s2 = mk_block_sum(s2, red);
     float r1 = rsqrtf(s1 / (float)a.Di + a.eps), r2 = rsqrtf(s2 / (float)a.Di + a.eps);
     for (int i = threadIdx.x; i < a.Di; i += MK_THREADS) {
         float n1 = bfr(w1[i] * bfr(as[i] * r1));
         float n2 = bfr(w2[i] * bfr(ss[i] * r2));
         mk_xput(xs, a.xh, i, bfr(bfr(n1 + n2) * 0.5f));
     }
-    __syncthreads();
+    mk_bsync();
 }
 
 /* xs = act (bf16 [I], I % 8 == 0) from global memory. */
@@ -763,14 +786,104 @@ __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
         reinterpret_cast<float4 *>(xs)[i] = make_float4(f[0], f[1], f[2], f[3]);
         reinterpret_cast<float4 *>(xs + xh)[i] = make_float4(f[4], f[5], f[6], f[7]);
     }
-    __syncthreads();
+    mk_bsync();
+}
+
+/*
+ * The prefetch warp.  The products stream their rows at close to the copy
+ * rate, but between them HBM idles through ~30 us of norms, phase C and
+ * barriers per layer.  One thread of an extra warp asks L2 for the rows this
+ * block's warps will read in the next two products, in the order mk_gemv
+ * reads them, whenever thread 0's last mark says the block is in one of
+ * those quiet stretches; the product then reads them from L2.  Not during
+ * phase B: its K/V reads are HBM round trips on the critical path
+ * (measured: prefetching there too lost 0.6 points).  Unpaced: pacing the
+ * requests to 1.5-4.5 TB/s measured the same as issuing them at once.
+ */
+#define MK_QUIET ((1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 9) | \
+                  (1u << 10) | (1u << 12) | (1u << 14) | (1u << 15))   /* marks k: [k, k + 1) is quiet */
+
+/* Product s of the step: 4 L + (0 out_proj, 1 gate/up, 2 down, 3 in_proj of layer L + 1). */
+struct mk_pfprod {
+    const char *W;   /* [N][rowb] bytes */
+    int N, rowb, R;  /* rows, bytes per row, rows per warp item (mk_gemv's R) */
+};
+
+__device__ mk_pfprod mk_pf_prod(const mk_args &a, int s)
+{
+    const mk_layer *l = a.L + (s >> 2);
+    switch (s & 3) {
+    case 0: return { reinterpret_cast<const char *>(l->out_proj), a.H, a.Di * 2, 1 };
+    case 1: return { reinterpret_cast<const char *>(l->gu), 2 * a.I, a.H * 2, 2 };
+    case 2: return { reinterpret_cast<const char *>(l->down), a.H, a.I * 2, 1 };
+    default: return { reinterpret_cast<const char *>(l[1].in_proj), l[1].rows, a.H * 2, 1 };
+    }
+}
+
+/* The mark after which product s is being read (the marks of k_decode_mega). */
+__device__ __forceinline__ unsigned mk_pf_start(int s)
+{
+    const unsigned L = s >> 2;
+    switch (s & 3) {
+    case 0: return L * 16 + 8;
+    case 1: return L * 16 + 11;
+    case 2: return L * 16 + 13;
+    default: return (L + 1) * 16 + 1;
+    }
+}
+
+__device__ __noinline__ void mk_prefetch(const mk_args &a)
+{
+    if ((threadIdx.x & 31) != 0 || !a.pf)
+        return;
+    const int g = gridDim.x, b = blockIdx.x, last = 4 * a.n_layers - 2;   /* the last layer's down */
+    int first = 0;                          /* the first product not being read yet */
+    int s = 0, r = 0, w = 0, off = 0, ps = -1;   /* cursor: product, round, warp of the block, byte */
+    mk_pfprod p = {};
+    for (;;) {
+        const unsigned ph = *(volatile unsigned *)&mk_phase;
+        while (first <= last && mk_pf_start(first) <= ph)
+            first++;
+        if (first > last)
+            return;
+        if (s < first) {
+            s = first;
+            r = w = off = 0;
+        }
+        if (!((MK_QUIET >> (ph & 15)) & 1) || s > first + 1 || s > last) {
+            __nanosleep(256);   /* measured: 1000 the same, 3000 or spinning -0.5 points */
+            continue;
+        }
+        if (ps != s) {
+            p = mk_pf_prod(a, s);
+            ps = s;
+        }
+        const int n0 = (w * g + b + r * MK_WARPS * g) * p.R;   /* mk_gwarp's item of warp w, round r */
+        if (n0 >= p.N) {   /* round r ends at warp w: the next round, or the next product */
+            s += w == 0;
+            r = w == 0 ? 0 : r + 1;
+            w = 0;
+            continue;
+        }
+        const int item = min(p.R, p.N - n0) * p.rowb, n = min(MK_PF_CHUNK, item - off);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.W + (size_t)n0 * p.rowb + off), "r"(n)
+                     : "memory");
+        off += n;
+        if (off == item) {
+            off = 0;
+            if (++w == MK_WARPS) {
+                w = 0;
+                r++;
+            }
+        }
+    }
 }
 
 /* TRACE: the instance HYMBA_CUDA_MEGA_TRACE runs; the other has no trace code
  * at all (measured: with the two blocks' marks compiled in but off, the step
  * was 5 % slower). */
 template <bool TRACE>
-__global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
+__global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg)
 {
     extern __shared__ __align__(16) float smf[];
     /* The arguments in shared memory: the phases are separate functions, and
@@ -792,8 +905,13 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         a = arg;
         d = arg.desc[0];
         l = arg.L[0];
+        mk_phase = 0;
     }
-    __syncthreads();
+    __syncthreads();   /* all warps, the prefetcher too */
+    if (threadIdx.x >= MK_THREADS) {
+        mk_prefetch(a);
+        return;
+    }
     if (TRACE && blockIdx.x == 0 && threadIdx.x == 0)
         a.trace[a.n_layers * MK_TRACE] = (long long)globaltimer();
     /* layer 0's input: the token's embedding row is the residual */
@@ -806,10 +924,10 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
         if (layer > 0) {
             if (threadIdx.x < MK_LPIECES)
                 cp_async_wait_all();
-            __syncthreads();
+            mk_bsync();
             if (threadIdx.x < (int)(sizeof(mk_layer) / 4))
                 reinterpret_cast<int *>(&l)[threadIdx.x] = reinterpret_cast<const int *>(&ln)[threadIdx.x];
-            __syncthreads();
+            mk_bsync();
             mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.in_norm, xs, fs, red);
             xi ^= 1;
         }
@@ -829,7 +947,7 @@ __global__ void __launch_bounds__(MK_THREADS, 1) k_decode_mega(mk_args arg)
          * are left); nothing in one depends on the other */
         mk_attn(a, l, d, smf + S.att);
         if (!a.split)
-            __syncthreads();   /* the conv reuses the attention's shared memory */
+            mk_bsync();   /* the conv reuses the attention's shared memory */
         if (!a.split || (int)blockIdx.x >= a.nu) {
             const int b = blockIdx.x - a.split * a.nu, nb = gridDim.x - a.split * a.nu;
             mk_conv_xproj(a, l, d, layer, smf + S.ucs,
@@ -896,6 +1014,7 @@ struct cu_mega {
 
 int cu_mega_wanted = 1;   /* HYMBA_CUDA_MEGA=0 turns the persistent decode kernel off */
 int cu_mega_split = 1;    /* HYMBA_CUDA_MEGA_SPLIT=0: both branches on every block, as on a GPU with too few SMs */
+int cu_mega_pf = 1;       /* HYMBA_CUDA_MEGA_PF=0: no weight prefetch by the persistent kernel's extra warp */
 
 void cu_mega_free(cu_ctx *ctx, cu_model *m)
 {
@@ -982,6 +1101,7 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     a.nsa = nsa < 1 ? 1 : nsa > MK_SPLITS_MAX ? MK_SPLITS_MAX : nsa;
     a.nu = a.nkv * a.nsa;
     a.split = cu_mega_split && mk->nblk - a.nu >= mk->nblk / 4;
+    a.pf = cu_mega_pf;
     {
         const int nb = a.split ? mk->nblk - a.nu : mk->nblk;
         a.cpb = ((a.Di + nb - 1) / nb + 1) & ~1;   /* even: the staged dt_proj rows start 4-byte aligned */
@@ -992,7 +1112,7 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     cudaError_t e = cudaFuncSetAttribute(mk->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mk->smem);
     int per_sm = 0;
     if (e == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mk->kernel, MK_THREADS, mk->smem);
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mk->kernel, MK_BLOCK_THREADS, mk->smem);
     if (e != cudaSuccess || per_sm < 1) {
         cudaGetLastError();
         if (ctx->verbose)
@@ -1079,8 +1199,8 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
     }
     m->mk = mk;
     if (ctx->verbose)
-        fprintf(stderr, "hymba: cuda: persistent decode kernel: %d blocks x %d threads, %zu B shared, "
-                "%d key splits, %s\n", mk->nblk, MK_THREADS, mk->smem, a.nsa,
+        fprintf(stderr, "hymba: cuda: persistent decode kernel: %d blocks x (%d + 32 prefetch%s) threads, %zu B "
+                "shared, %d key splits, %s\n", mk->nblk, MK_THREADS, a.pf ? "" : " (off)", mk->smem, a.nsa,
                 a.split ? "attention and SSM blocks side by side" : "both branches on every block");
     return 0;
 }
@@ -1108,7 +1228,7 @@ int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits,
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1];
     cfg.gridDim = dim3(mk->nblk);
-    cfg.blockDim = dim3(MK_THREADS);
+    cfg.blockDim = dim3(MK_BLOCK_THREADS);
     cfg.dynamicSmemBytes = mk->smem;
     cfg.stream = ctx->s0;
     attr[0].id = cudaLaunchAttributeCooperative;

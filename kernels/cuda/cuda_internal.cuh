@@ -136,6 +136,7 @@ int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *t
  * not, < 0 on error; launch: one step into ctx->s0 (capturable). */
 extern int cu_mega_wanted;
 extern int cu_mega_split;
+extern int cu_mega_pf;
 int cu_mega_usable(cu_ctx *ctx, cu_model *m, hy_err *err);
 int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits, hy_err *err);
 void cu_mega_free(cu_ctx *ctx, cu_model *m);
