@@ -174,14 +174,7 @@ __device__ __forceinline__ void mk_bsync() { asm volatile("bar.sync 1, %0;" ::"n
 
 __device__ __forceinline__ float mk_block_sum(float v, float *red)
 {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_sum(v);
-    mk_bsync();
-    if (lane == 0)
-        red[w] = v;
-    mk_bsync();
-    v = lane < MK_WARPS ? red[lane] : 0.0f;
-    return warp_sum(v);
+    return block_sum_of(v, red, MK_WARPS, [] { mk_bsync(); });
 }
 
 __shared__ unsigned mk_phase;   /* layer * 16 + the last mark (MK_MARK) thread 0 passed, for the prefetch warp */

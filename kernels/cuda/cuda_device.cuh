@@ -36,17 +36,25 @@ __device__ __forceinline__ float sum16(float v)
     return v;
 }
 
-/* Sum over the block; every thread gets the result.  red: 32 floats of shared memory. */
-__device__ __forceinline__ float block_sum(float v, float *red)
+/* Sum over the first nw warps of the block, which meet at bsync(); each of
+ * their threads gets the result.  red: 32 floats of shared memory. */
+template <class Barrier>
+__device__ __forceinline__ float block_sum_of(float v, float *red, int nw, Barrier bsync)
 {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     v = warp_sum(v);
-    __syncthreads();
+    bsync();
     if (lane == 0)
         red[w] = v;
-    __syncthreads();
+    bsync();
     v = lane < nw ? red[lane] : 0.0f;
     return warp_sum(v);
+}
+
+/* Sum over the block; every thread gets the result. */
+__device__ __forceinline__ float block_sum(float v, float *red)
+{
+    return block_sum_of(v, red, (blockDim.x + 31) >> 5, [] { __syncthreads(); });
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p)
