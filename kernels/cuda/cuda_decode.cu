@@ -180,17 +180,34 @@ __device__ __forceinline__ float mk_block_sum(float v, float *red)
 __shared__ unsigned mk_phase;   /* layer * 16 + the last mark (MK_MARK) thread 0 passed, for the prefetch warp */
 
 /* Grid barrier: every block arrives once per call; the counter only grows
- * within a launch, so the target of the k-th barrier is k * gridDim.x. */
-__device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target)
+ * within a launch, so the target of the k-th barrier is k * gridDim.x.
+ * stage() runs once the block is done with the phase (its shared memory is
+ * free): copies the next phase needs that do not depend on the other blocks
+ * land during the wait.  Thread 0 issues its part after it arrives, or its
+ * release would wait for them. */
+template <class Stage>
+__device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target, Stage stage)
 {
     target += gridDim.x;
     mk_bsync();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0)
         asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
+    stage();
+    if (threadIdx.x == 0)
         while (ld_acquire(bar) < target)
             ;
-    }
     mk_bsync();
+}
+
+__device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target) { mk_sync(bar, target, [] {}); }
+
+/* n bf16 (n % 8 == 0, src 16-byte aligned) from global into shared memory
+ * by cp.async; the reader waits (cp_async_wait_all) before a block barrier. */
+__device__ __forceinline__ void mk_stage(const bf16 *src, int n, bf16 *dst)
+{
+    for (int i = threadIdx.x; i < n / 8; i += MK_THREADS)
+        cp_async16(dst + 8 * i, src + 8 * i);
+    cp_async_commit();
 }
 
 __device__ __forceinline__ unsigned long long globaltimer()
@@ -285,24 +302,32 @@ __device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const float *x
     }
 }
 
+/* Where a norm finds its weights, staged by mk_stage during the barrier
+ * before it (so the norm waits on no HBM round trip): resnorm's w [H] after
+ * its H floats of x; the pre-average's avg1 [Di] then avg2 [Di] after its
+ * 2 Di floats of att and SSM output. */
+__device__ __forceinline__ bf16 *mk_norm_w(const mk_args &a, float *fs) { return reinterpret_cast<bf16 *>(fs + a.H); }
+__device__ __forceinline__ bf16 *mk_avg_w(const mk_args &a, float *fs) { return reinterpret_cast<bf16 *>(fs + 2 * a.Di); }
+
 /*
  * xs = RMSNorm(x; w) as bf16, x = xin (+ y rounded to bf16) — every block
- * computes it for itself; block 0 stores the new residual to xout.  fs: 2H
- * floats of shared memory.  Four elements per thread (and their weights)
- * in flight at once.
+ * computes it for itself; block 0 stores the new residual to xout.  fs: H
+ * floats of x, then w as staged (mk_norm_w).  Four elements per thread in
+ * flight at once.
  */
-__device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, const bf16 *w, float *xs,
-                           float *fs, float *red)
+__device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, float *xs, float *fs,
+                                       float *red)
 {
+    const bf16 *ws = mk_norm_w(a, fs);   /* staged by the barrier before (mk_stage) */
     float ss = 0.0f;
+    cp_async_wait_all();
     for (int i0 = threadIdx.x; i0 < a.H; i0 += 4 * MK_THREADS) {
-        float v[4], yv[4], wv[4];
+        float v[4], yv[4];
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             int i = i0 + q * MK_THREADS;
             v[q] = i < a.H ? ldb(xin + i) : 0.0f;
             yv[q] = add && i < a.H ? ldb(a.y + i) : 0.0f;
-            wv[q] = i < a.H ? b2f(w[i]) : 0.0f;
         }
 #pragma unroll
         for (int q = 0; q < 4; q++) {
@@ -313,14 +338,13 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
             if (add && blockIdx.x == 0)
                 xout[i] = f2b(x);
             fs[i] = x;
-            fs[a.H + i] = wv[q];
             ss += x * x;
         }
     }
     ss = mk_block_sum(ss, red);
     float r = rsqrtf(ss / (float)a.H + a.eps);
     for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
-        mk_xput(xs, a.xh, i, bfr(fs[a.H + i] * bfr(fs[i] * r)));
+        mk_xput(xs, a.xh, i, bfr(b2f(ws[i]) * bfr(fs[i] * r)));
     mk_bsync();
 }
 
@@ -730,20 +754,20 @@ __device__ __noinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
 }
 
 /* Phase D prologue: xs = bf16(bf16(RMS(att; avg1) + RMS(ssm; avg2)) / 2), every block. */
-__device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, float *xs, float *fs, float *red)
+__device__ __noinline__ void mk_preavg(const mk_args &a, float *xs, float *fs, float *red)
 {
-    float *as = fs, *ss = fs + a.Di, *w1 = fs + 2 * a.Di, *w2 = fs + 3 * a.Di;
+    float *as = fs, *ss = fs + a.Di;
+    const bf16 *w1 = mk_avg_w(a, fs), *w2 = w1 + a.Di;   /* staged by the barrier before */
     float s1 = 0.0f, s2 = 0.0f;
+    cp_async_wait_all();
     for (int i0 = threadIdx.x; i0 < a.Di; i0 += 4 * MK_THREADS) {
-        float av[4], sv[4], wa[4], wb[4];
+        float av[4], sv[4];
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             int i = i0 + q * MK_THREADS;
             bool in = i < a.Di;
             av[q] = in ? ldf(a.att + i) : 0.0f;
             sv[q] = in ? ldf(a.sout + i) : 0.0f;
-            wa[q] = in ? b2f(l.avg1[i]) : 0.0f;
-            wb[q] = in ? b2f(l.avg2[i]) : 0.0f;
         }
 #pragma unroll
         for (int q = 0; q < 4; q++) {
@@ -752,8 +776,6 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, floa
                 break;
             as[i] = av[q];
             ss[i] = sv[q];
-            w1[i] = wa[q];
-            w2[i] = wb[q];
             s1 += av[q] * av[q];
             s2 += sv[q] * sv[q];
         }
@@ -762,8 +784,8 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, const mk_layer &l, floa
     s2 = mk_block_sum(s2, red);
     float r1 = rsqrtf(s1 / (float)a.Di + a.eps), r2 = rsqrtf(s2 / (float)a.Di + a.eps);
     for (int i = threadIdx.x; i < a.Di; i += MK_THREADS) {
-        float n1 = bfr(w1[i] * bfr(as[i] * r1));
-        float n2 = bfr(w2[i] * bfr(ss[i] * r2));
+        float n1 = bfr(b2f(w1[i]) * bfr(as[i] * r1));
+        float n2 = bfr(b2f(w2[i]) * bfr(ss[i] * r2));
         mk_xput(xs, a.xh, i, bfr(bfr(n1 + n2) * 0.5f));
     }
     mk_bsync();
@@ -908,7 +930,8 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
     if (TRACE && blockIdx.x == 0 && threadIdx.x == 0)
         a.trace[a.n_layers * MK_TRACE] = (long long)globaltimer();
     /* layer 0's input: the token's embedding row is the residual */
-    mk_resnorm(a, a.embed + (size_t)d.token * a.H, false, NULL, l.in_norm, xs, fs, red);
+    mk_stage(l.in_norm, a.H, mk_norm_w(a, fs));
+    mk_resnorm(a, a.embed + (size_t)d.token * a.H, false, NULL, xs, fs, red);
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
             a.x[0][i] = a.embed[(size_t)d.token * a.H + i];
@@ -921,7 +944,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
             if (threadIdx.x < (int)(sizeof(mk_layer) / 4))
                 reinterpret_cast<int *>(&l)[threadIdx.x] = reinterpret_cast<const int *>(&ln)[threadIdx.x];
             mk_bsync();
-            mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.in_norm, xs, fs, red);
+            mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
             xi ^= 1;
         }
         MK_MARK(1);
@@ -960,17 +983,20 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         if (!a.split || (int)blockIdx.x < a.nu)
             mk_attn_merge(a, blockIdx.x, a.split ? a.nu : gridDim.x);
         MK_MARK(6);
-        mk_sync(a.bar, target);
+        mk_sync(a.bar, target, [&] {
+            mk_stage(l.avg1, a.Di, mk_avg_w(a, fs));
+            mk_stage(l.avg2, a.Di, mk_avg_w(a, fs) + a.Di);
+        });
         MK_MARK(7);
         /* D */
-        mk_preavg(a, l, xs, fs, red);
+        mk_preavg(a, xs, fs, red);
         MK_MARK(8);
         mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(9);
-        mk_sync(a.bar, target);
+        mk_sync(a.bar, target, [&] { mk_stage(l.mlp_norm, a.H, mk_norm_w(a, fs)); });
         MK_MARK(10);
         /* E */
-        mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], l.mlp_norm, xs, fs, red);
+        mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
         xi ^= 1;
         MK_MARK(11);
         mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, a.xh, MK_OUT_GATED, a.act, NULL);
@@ -981,10 +1007,14 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         mk_load_vec(a.act, a.I, xs, a.xh);
         mk_gemv<1, 8>(l.down, a.H, a.I, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(14);
-        mk_sync(a.bar, target);
+        if (threadIdx.x < MK_LPIECES)   /* the next layer's pointers (long landed), for the stage below */
+            cp_async_wait_all();
+        mk_sync(a.bar, target, [&] {
+            mk_stage(layer + 1 < a.n_layers ? ln.in_norm : a.final_norm, a.H, mk_norm_w(a, fs));
+        });
         MK_MARK(15);
     }
-    mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], a.final_norm, xs, fs, red);
+    mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
     mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, a.xh, MK_OUT_F32, NULL, a.logits);
     if (TRACE && blockIdx.x == 0 && threadIdx.x == 0) {
         a.trace[a.n_layers * MK_TRACE + 1] = (long long)globaltimer();
