@@ -100,6 +100,8 @@ struct mk_args {
 static_assert(2 * (MK_PHASES + 1) <= MK_TRACE, "two blocks' marks per layer");
 #define MK_LPIECES ((int)sizeof(mk_layer) / 16)   /* 16-byte pieces of a layer table entry */
 static_assert(sizeof(mk_layer) % 16 == 0, "the layer table entry is fetched in 16-byte pieces");
+/* Mark k of the layer: traced, and published to the prefetch warp, whose
+ * MK_QUIET and mk_pf_start name marks by number: keep them in step. */
 #define MK_MARK(k) do { if (TRACE && threadIdx.x == 0 && (blockIdx.x == 0 || (int)blockIdx.x == a.nu)) \
         a.trace[layer * MK_TRACE + (blockIdx.x ? MK_TRACE / 2 : 0) + (k)] = clock64(); \
         if (threadIdx.x == 0) *(volatile unsigned *)&mk_phase = layer * 16 + (k); } while (0)
