@@ -939,13 +939,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
             a.x[0][i] = a.embed[(size_t)d.token * a.H + i];
     for (layer = 0; layer < a.n_layers; layer++) {
         MK_MARK(0);
-        if (layer > 0) {
-            if (threadIdx.x < MK_LPIECES)
-                cp_async_wait_all();
-            mk_bsync();
-            if (threadIdx.x < (int)(sizeof(mk_layer) / 4))
-                reinterpret_cast<int *>(&l)[threadIdx.x] = reinterpret_cast<const int *>(&ln)[threadIdx.x];
-            mk_bsync();
+        if (layer > 0) {   /* l is this layer's already: taken over in the barrier before */
             mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
             xi ^= 1;
         }
@@ -1009,10 +1003,16 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         mk_load_vec(a.act, a.I, xs, a.xh);
         mk_gemv<1, 8>(l.down, a.H, a.I, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(14);
-        if (threadIdx.x < MK_LPIECES)   /* the next layer's pointers (long landed), for the stage below */
+        if (threadIdx.x < MK_LPIECES)   /* the next layer's pointers (long landed) */
             cp_async_wait_all();
-        mk_sync(a.bar, target, [&] {
-            mk_stage(layer + 1 < a.n_layers ? ln.in_norm : a.final_norm, a.H, mk_norm_w(a, fs));
+        mk_sync(a.bar, target, [&] {   /* the block is done with l: the next layer's replaces it */
+            if (layer + 1 == a.n_layers) {
+                mk_stage(a.final_norm, a.H, mk_norm_w(a, fs));
+                return;
+            }
+            if (threadIdx.x < (int)(sizeof(mk_layer) / 4))
+                reinterpret_cast<int *>(&l)[threadIdx.x] = reinterpret_cast<const int *>(&ln)[threadIdx.x];
+            mk_stage(ln.in_norm, a.H, mk_norm_w(a, fs));
         });
         MK_MARK(15);
     }
