@@ -108,14 +108,14 @@ if [ $bench -eq 1 ]; then
         step bench-cuda "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3 \
             --batch 8,32,64 --prefill 512,2048,8000
         cat "$logs/bench-cuda.log"
-        export HYMBA_CUDA_PDL=0   # the same decode without programmatic dependent launch
-        step bench-cuda-nopdl "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3
-        unset HYMBA_CUDA_PDL
-        grep -E "decode B=1|fraction" "$logs/bench-cuda-nopdl.log"
-        export HYMBA_CUDA_MEGA_PF=0   # the persistent kernel without its weight prefetch into L2
-        step bench-cuda-nopf "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3
-        unset HYMBA_CUDA_MEGA_PF
-        grep -E "decode B=1|fraction" "$logs/bench-cuda-nopf.log"
+        # the same batch-1 decode with one knob off: NAME VARIABLE
+        bench_off() {
+            step "bench-cuda-$1" env "$2=0" "$bin/hymba-bench" -m "$model" --backend cuda --prompt 512 --decode 128 \
+                --repeat 3
+            grep -E "decode B=1|fraction" "$logs/bench-cuda-$1.log"
+        }
+        bench_off nopdl HYMBA_CUDA_PDL        # without programmatic dependent launch
+        bench_off nopf HYMBA_CUDA_MEGA_PF     # the persistent kernel without its weight prefetch into L2
     else
         step bench-run-cuda "$bin/hymba-run" -m "$model" --backend cuda -v -n 256 --ignore-eos \
             --tokens "$(seq -s, 100 611)"
