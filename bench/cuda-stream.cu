@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include "kernels/cuda/cuda_device.cuh"
+
+using cudev::smem_addr;
+using cudev::warp_sum;
 
 #define CU(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
         printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); exit(1); } } while (0)
@@ -32,15 +36,6 @@ __device__ __forceinline__ float dot8(uint4 w, uint4 x)
     }
     return s;
 }
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ uint32_t sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 /* x = all ones (bf16 1.0 pairs) in shared memory: kv 16-byte vectors. */
 __device__ void fill_x(uint4 *xs, int kv)
@@ -86,13 +81,13 @@ __device__ void ring_issue(const uint4 *W, int kv, int row, uint4 *slot, uint64_
     if (mode == CPASYNC) {
         for (unsigned o = 16u * lane; o < bytes; o += 512u)
             asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;"
-                         ::"r"(sa(slot) + o), "l"(src + o), "l"(pol) : "memory");
-        asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(sa(bar)) : "memory");
+                         ::"r"(smem_addr(slot) + o), "l"(src + o), "l"(pol) : "memory");
+        asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
     } else if (lane == 0) {
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(bar)), "r"(bytes) : "memory");
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
         asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
-                     " [%0], [%1], %2, [%3], %4;" ::"r"(sa(slot)), "l"(src), "r"(bytes), "r"(sa(bar)), "l"(pol)
+                     " [%0], [%1], %2, [%3], %4;" ::"r"(smem_addr(slot)), "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(pol)
                      : "memory");
     }
 }
@@ -111,7 +106,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const uint4 *W, int N, int 
     uint4 *rg = ring + (size_t)warp * slots * kv;
     if (lane == 0) {
         for (int k = 0; k < slots; k++)
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(mb + k)), "r"(mode == CPASYNC ? 32 : 1));
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(mb + k)), "r"(mode == CPASYNC ? 32 : 1));
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     fill_x(xs, kv);
@@ -125,7 +120,7 @@ __global__ void __launch_bounds__(THREADS, 1) k_ring(const uint4 *W, int N, int 
     for (; issued < mine && issued < slots; issued++)
         ring_issue(W, kv, g + issued * nw, rg + (size_t)(issued % slots) * kv, mb + issued % slots, mode, pol);
     for (int k = 0; k < mine; k++) {
-        const uint32_t bar = sa(mb + k % slots), parity = (uint32_t)(k / slots) & 1u;
+        const uint32_t bar = smem_addr(mb + k % slots), parity = (uint32_t)(k / slots) & 1u;
         uint32_t done = 0;
         do {
             asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
