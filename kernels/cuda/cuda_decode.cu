@@ -93,17 +93,26 @@ struct mk_args {
     float *logits;            /* [V] */
     unsigned *bar;            /* grid barrier counter, zero at launch */
     long long *trace;         /* NULL, or [n_layers][MK_TRACE] clock64 at phase edges (MK_MARK), then 2 globaltimer reads */
+    unsigned long long *btrace;   /* NULL, or [n_layers * MK_NBAR][grid][2]: globaltimer as each block arrives at
+                                   * a grid barrier and as it leaves it */
 };
 
 #define MK_PHASES 15       /* traced intervals per layer: marks 0..MK_PHASES */
-#define MK_TRACE 32        /* per layer: block 0's marks, then at 16 those of block nu (the first SSM block) */
+#define MK_NBAR 6          /* grid barriers per layer */
+#ifndef MK_SUBTRACE
+#define MK_SUBTRACE 0      /* 1 (a diagnosis build): marks inside the phases too (MK_SUB), reported after the phases */
+#endif
+#define MK_TRACE (32 + 32 * MK_SUBTRACE)   /* per layer: block 0's marks, at 16 those of block nu (the first SSM
+                                            * block); then, MK_SUBTRACE, their sub-marks the same way */
 static_assert(2 * (MK_PHASES + 1) <= MK_TRACE, "two blocks' marks per layer");
 #define MK_LPIECES ((int)sizeof(mk_layer) / 16)   /* 16-byte pieces of a layer table entry */
 static_assert(sizeof(mk_layer) % 16 == 0, "the layer table entry is fetched in 16-byte pieces");
 /* Mark k of the layer: traced, and published to the prefetch warp, whose
  * MK_QUIET and mk_pf_start name marks by number: keep them in step. */
-#define MK_MARK(k) do { if (TRACE && threadIdx.x == 0 && (blockIdx.x == 0 || (int)blockIdx.x == a.nu)) \
-        a.trace[layer * MK_TRACE + (blockIdx.x ? MK_TRACE / 2 : 0) + (k)] = clock64(); \
+#define MK_MARK(k) do { if (TRACE && threadIdx.x == 0 && (blockIdx.x == 0 || (int)blockIdx.x == a.nu)) { \
+            a.trace[layer * MK_TRACE + (blockIdx.x ? 16 : 0) + (k)] = clock64(); \
+            if (MK_SUBTRACE && (k) == 0) \
+                mk_sub = a.trace + layer * MK_TRACE + 32 + (blockIdx.x ? 16 : 0); } \
         if (threadIdx.x == 0) *(volatile unsigned *)&mk_phase = layer * 16 + (k); } while (0)
 
 /* Shared memory of one block (dynamic), in floats: the GEMV input, then one
@@ -179,6 +188,15 @@ __device__ __forceinline__ float mk_block_sum(float v, float *red)
     return block_sum_of(v, red, MK_WARPS, [] { mk_bsync(); });
 }
 
+__device__ __forceinline__ unsigned long long globaltimer()
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
+
+__shared__ long long *mk_sub;   /* MK_SUBTRACE: where this layer's sub-marks (MK_SUB) go, or NULL: not traced */
+#define MK_SUB(k) do { if (MK_SUBTRACE && threadIdx.x == 0 && mk_sub) mk_sub[k] = clock64(); } while (0)
 __shared__ unsigned mk_phase;   /* layer * 16 + the last mark (MK_MARK) thread 0 passed, for the prefetch warp */
 
 /* Grid barrier: every block arrives once per call; the counter only grows
@@ -187,21 +205,31 @@ __shared__ unsigned mk_phase;   /* layer * 16 + the last mark (MK_MARK) thread 0
  * free): copies the next phase needs that do not depend on the other blocks
  * land during the wait.  Thread 0 issues its part after it arrives, or its
  * release would wait for them. */
-template <class Stage>
-__device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target, Stage stage)
+template <bool TRACE, class Stage>
+__device__ __forceinline__ void mk_sync(const mk_args &a, unsigned *bar, unsigned &target, int id, Stage stage)
 {
     target += gridDim.x;
     mk_bsync();
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
+        if (TRACE)
+            a.btrace[((size_t)id * gridDim.x + blockIdx.x) * 2] = globaltimer();
         asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
+    }
     stage();
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
         while (ld_acquire(bar) < target)
             ;
+        if (TRACE)
+            a.btrace[((size_t)id * gridDim.x + blockIdx.x) * 2 + 1] = globaltimer();
+    }
     mk_bsync();
 }
 
-__device__ __forceinline__ void mk_sync(unsigned *bar, unsigned &target) { mk_sync(bar, target, [] {}); }
+template <bool TRACE>
+__device__ __forceinline__ void mk_sync(const mk_args &a, unsigned *bar, unsigned &target, int id)
+{
+    mk_sync<TRACE>(a, bar, target, id, [] {});
+}
 
 /* n bf16 (n % 8 == 0, src 16-byte aligned) from global into shared memory
  * by cp.async; the reader waits (cp_async_wait_all) before a block barrier. */
@@ -210,13 +238,6 @@ __device__ __forceinline__ void mk_stage(const bf16 *src, int n, bf16 *dst)
     for (int i = threadIdx.x; i < n / 8; i += MK_THREADS)
         cp_async16(dst + 8 * i, src + 8 * i);
     cp_async_commit();
-}
-
-__device__ __forceinline__ unsigned long long globaltimer()
-{
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-    return t;
 }
 
 /* Warps numbered across the blocks first: a product's last, partial round of
@@ -321,15 +342,15 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
                                        float *red)
 {
     const bf16 *ws = mk_norm_w(a, fs);   /* staged by the barrier before (mk_stage) */
+    const bf16 *y = a.y;   /* once, not per element from shared memory */
     float ss = 0.0f;
-    cp_async_wait_all();
     for (int i0 = threadIdx.x; i0 < a.H; i0 += 4 * MK_THREADS) {
         float v[4], yv[4];
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             int i = i0 + q * MK_THREADS;
             v[q] = i < a.H ? ldb(xin + i) : 0.0f;
-            yv[q] = add && i < a.H ? ldb(a.y + i) : 0.0f;
+            yv[q] = add && i < a.H ? ldb(y + i) : 0.0f;
         }
 #pragma unroll
         for (int q = 0; q < 4; q++) {
@@ -343,11 +364,15 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
             ss += x * x;
         }
     }
+    MK_SUB(12);
+    cp_async_wait_all();   /* w, staged during the barrier, is first read after the block sum's barrier */
     ss = mk_block_sum(ss, red);
+    MK_SUB(13);
     float r = rsqrtf(ss / (float)a.H + a.eps);
     for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
         mk_xput(xs, a.xh, i, bfr(b2f(ws[i]) * bfr(fs[i] * r)));
     mk_bsync();
+    MK_SUB(14);
 }
 
 /* Phase B: conv step + SiLU of the 128-channel slices of block b of nb,
@@ -501,6 +526,7 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
         sub[q * P + val] = s;
     }
     mk_bsync();
+    MK_SUB(7);
     for (int i = threadIdx.x; i < P; i += MK_THREADS) {
         float s = 0.0f;
         for (int q = 0; q < nq; q++)
@@ -508,6 +534,7 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
         dbc[i] = bfr(s);
     }
     mk_bsync();
+    MK_SUB(8);
     if (a.norms) {
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
         float *v = warp == 0 ? dbc : warp == 1 ? dbc + a.R : dbc + a.R + CU_D_STATE;
@@ -523,6 +550,7 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
                 v[i] = bfr(w[i] * bfr(v[i] * r));
         }
         mk_bsync();
+        MK_SUB(9);
     }
 }
 
@@ -539,6 +567,7 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
     const int R = a.R;
     const bf16 *dtw = reinterpret_cast<const bf16 *>(sst + t.dtw);   /* [cnt][R] */
     const int work = cnt * CU_D_STATE, lim = (work + 31) & ~31;   /* whole warps: sum16 shuffles */
+    MK_SUB(10);
     for (int idx = threadIdx.x; idx < lim; idx += MK_THREADS) {
         const bool valid = idx < work;
         const int s = idx & 15, cl = valid ? idx / 16 : cnt - 1, c = cbeg + cl;
@@ -556,22 +585,7 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
         if (valid && s == 0)
             a.sout[c] = bfr(y * silu_f(z));
     }
-}
-
-/* This position's K row (rotated as mk_kv_store stores it) and V row of
- * KV head kvh, from u into shared memory, one element pair or value per
- * thread: the attention does not wait for the cache store. */
-__device__ __noinline__ void mk_attn_newkey(const mk_args &a, const mk_layer &l, int kvh, int pos, bf16 *Kr, bf16 *Vr)
-{
-    const int half = a.dq / 2, t = threadIdx.x;
-    if (t < half) {
-        float x0, x1;
-        mk_rope_load(a, a.u + l.k_off + kvh * a.dq, t, pos, &x0, &x1);
-        Kr[t] = f2b(x0);
-        Kr[t + half] = f2b(x1);
-    } else if (t < half + a.dv) {
-        Vr[t - half] = f2b(ldb(a.u + l.v_off + kvh * a.dv + t - half));
-    }
+    MK_SUB(11);
 }
 
 /*
@@ -629,18 +643,32 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 cp_async16(Vs + k * (dv + 8) + 8 * (e - kc), V + row * dv + 8 * (e - kc));
         }
         cp_async_commit();
-        if (l.owner && c0 + nk == ks.n)
-            mk_attn_newkey(a, l, kvh, p, Ks + (nk - 1) * (dq + 8), Vs + (nk - 1) * (dv + 8));
-        if (c0 == k0)   /* q meanwhile */
-            for (int i = tid; i < G * half; i += MK_THREADS) {
-                int j = i / half, e = i % half;
+        {   /* meanwhile q (first chunk) and, owner layers, this position's K row (rotated as mk_kv_store stores
+             * it) and V row from u (last chunk): one round of loads, and no wait for the cache store */
+            const int nq = c0 == k0 ? G * half : 0, nn = l.owner && c0 + nk == ks.n ? half + dv : 0;
+            bf16 *Kr = Ks + (nk - 1) * (dq + 8), *Vr = Vs + (nk - 1) * (dv + 8);
+            for (int i = tid; i < nq + nn; i += MK_THREADS) {
+                if (i >= nq + half) {
+                    Vr[i - nq - half] = f2b(ldb(a.u + l.v_off + kvh * dv + i - nq - half));
+                    continue;
+                }
+                const bool q = i < nq;
+                const int j = q ? i / half : 0, e = q ? i % half : i - nq;
                 float x0, x1;
-                mk_rope_load(a, a.u + (size_t)(kvh * G + j) * dq, e, p, &x0, &x1);
-                qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
-                qs[j * dq + e + half] = bfr(x1);
+                mk_rope_load(a, a.u + (q ? (size_t)(kvh * G + j) * dq : l.k_off + kvh * dq), e, p, &x0, &x1);
+                if (q) {
+                    qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
+                    qs[j * dq + e + half] = bfr(x1);
+                } else {
+                    Kr[e] = f2b(x0);
+                    Kr[e + half] = f2b(x1);
+                }
             }
+        }
+        MK_SUB(0);
         cp_async_wait_all();
         mk_bsync();
+        MK_SUB(1);
         for (int i = tid; i < nk * G; i += MK_THREADS) {
             int k = i % nk, j = i / nk;
             const uint4 *kr = reinterpret_cast<const uint4 *>(Ks + k * (dq + 8));
@@ -652,6 +680,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             s[j * MK_AK + k] = acc * a.scale;
         }
         mk_bsync();
+        MK_SUB(2);
         if (warp < G) {
             float *sj = s + warp * MK_AK;
             float mx = -INFINITY;
@@ -673,6 +702,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             }
         }
         mk_bsync();
+        MK_SUB(3);
         for (int i = tid; i < nkg * npair; i += MK_THREADS) {
             const int e2 = i % npair, kg = i / npair;
             float acc0[CU_MAX_GQA], acc1[CU_MAX_GQA];
@@ -698,6 +728,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 }
         }
         mk_bsync();
+        MK_SUB(4);
         for (int i = tid; i < G * dv; i += MK_THREADS) {
             const int j = i / dv;
             float acc = o[i] * alpha[j];
@@ -706,6 +737,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             o[i] = acc;
         }
         mk_bsync();
+        MK_SUB(5);
     }
     mk_bsync();
     for (int i = tid; i < G * dv; i += MK_THREADS) {
@@ -717,6 +749,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             a.ml[sl * 2 + 1] = lrun[j];
         }
     }
+    MK_SUB(6);
 }
 
 /* Phase C: merge the key splits of each (head, column) into att (bf16
@@ -761,7 +794,6 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, float *xs, float *fs, f
     float *as = fs, *ss = fs + a.Di;
     const bf16 *w1 = mk_avg_w(a, fs), *w2 = w1 + a.Di;   /* staged by the barrier before */
     float s1 = 0.0f, s2 = 0.0f;
-    cp_async_wait_all();
     for (int i0 = threadIdx.x; i0 < a.Di; i0 += 4 * MK_THREADS) {
         float av[4], sv[4];
 #pragma unroll
@@ -782,8 +814,10 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, float *xs, float *fs, f
             s2 += sv[q] * sv[q];
         }
     }
+    cp_async_wait_all();   /* avg1, avg2, staged during the barrier, are first read after the block sums' barriers */
     s1 = mk_block_sum(s1, red);
     s2 = mk_block_sum(s2, red);
+    MK_SUB(15);
     float r1 = rsqrtf(s1 / (float)a.Di + a.eps), r2 = rsqrtf(s2 / (float)a.Di + a.eps);
     for (int i = threadIdx.x; i < a.Di; i += MK_THREADS) {
         float n1 = bfr(b2f(w1[i]) * bfr(as[i] * r1));
@@ -854,6 +888,7 @@ __device__ __noinline__ void mk_prefetch(const mk_args &a)
     if ((threadIdx.x & 31) != 0 || !a.pf)
         return;
     const int g = gridDim.x, b = blockIdx.x, last = 4 * a.n_layers - 2;   /* the last layer's down */
+    const unsigned quiet = MK_QUIET;   /* a local: its code's layout measured 1 % faster (RESULTS step 57) */
     int first = 0;                          /* the first product not being read yet */
     int s = 0, r = 0, w = 0, off = 0, ps = -1;   /* cursor: product, round, warp of the block, byte */
     mk_pfprod p = {};
@@ -867,7 +902,7 @@ __device__ __noinline__ void mk_prefetch(const mk_args &a)
             s = first;
             r = w = off = 0;
         }
-        if (!((MK_QUIET >> (ph & 15)) & 1) || s > first + 1 || s > last) {
+        if (!((quiet >> (ph & 15)) & 1) || s > first + 1 || s > last) {
             __nanosleep(256);   /* measured: 1000 the same, 3000 or spinning -0.5 points */
             continue;
         }
@@ -915,7 +950,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
     const mk_smem S = mk_smem_layout(arg.H, arg.Di, arg.I, arg.P, arg.nh, arg.nkv, arg.dq, arg.dv, arg.cpb, arg.R);
     float *xs = smf + S.xs;
     float *fs = smf + S.fs;
-    unsigned target = 0;
+    unsigned target = 0;   /* the grid barrier's count */
     int xi = 0, layer = 0;
 
     if (threadIdx.x == 0) {
@@ -923,6 +958,8 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         d = arg.desc[0];
         l = arg.L[0];
         mk_phase = 0;
+        if (MK_SUBTRACE)
+            mk_sub = NULL;
     }
     __syncthreads();   /* all warps, the prefetcher too */
     if (threadIdx.x >= MK_THREADS) {
@@ -952,7 +989,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         /* A */
         mk_gemv<1, 8>(l.in_proj, l.rows, a.H, xs, a.xh, MK_OUT_BF16, a.u, NULL);
         MK_MARK(2);
-        mk_sync(a.bar, target);
+        mk_sync<TRACE>(a, a.bar, target, layer * MK_NBAR);
         MK_MARK(3);
         /* B: attention units on the first nu blocks, conv + x_proj slices on
          * the others (both on every block, one after the other, when too few
@@ -969,7 +1006,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         if (l.owner && blockIdx.x == gridDim.x - 1)
             mk_kv_store(a, l, d, layer);
         MK_MARK(4);
-        mk_sync(a.bar, target);
+        mk_sync<TRACE>(a, a.bar, target, layer * MK_NBAR + 1);
         MK_MARK(5);
         /* C: the SSM step beside the merge of the attention's key splits */
         if (!a.split || (int)blockIdx.x >= a.nu) {
@@ -979,7 +1016,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         if (!a.split || (int)blockIdx.x < a.nu)
             mk_attn_merge(a, blockIdx.x, a.split ? a.nu : gridDim.x);
         MK_MARK(6);
-        mk_sync(a.bar, target, [&] {
+        mk_sync<TRACE>(a, a.bar, target, layer * MK_NBAR + 2, [&] {
             mk_stage(l.avg1, a.Di, mk_avg_w(a, fs));
             mk_stage(l.avg2, a.Di, mk_avg_w(a, fs) + a.Di);
         });
@@ -989,7 +1026,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         MK_MARK(8);
         mk_gemv<1, 8>(l.out_proj, a.H, a.Di, xs, a.xh, MK_OUT_BF16, a.y, NULL);
         MK_MARK(9);
-        mk_sync(a.bar, target, [&] { mk_stage(l.mlp_norm, a.H, mk_norm_w(a, fs)); });
+        mk_sync<TRACE>(a, a.bar, target, layer * MK_NBAR + 3, [&] { mk_stage(l.mlp_norm, a.H, mk_norm_w(a, fs)); });
         MK_MARK(10);
         /* E */
         mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
@@ -997,7 +1034,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         MK_MARK(11);
         mk_gemv<2, 4>(l.gu, 2 * a.I, a.H, xs, a.xh, MK_OUT_GATED, a.act, NULL);
         MK_MARK(12);
-        mk_sync(a.bar, target);
+        mk_sync<TRACE>(a, a.bar, target, layer * MK_NBAR + 4);
         MK_MARK(13);
         /* F */
         mk_load_vec(a.act, a.I, xs, a.xh);
@@ -1005,7 +1042,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         MK_MARK(14);
         if (threadIdx.x < MK_LPIECES)   /* the next layer's pointers (long landed) */
             cp_async_wait_all();
-        mk_sync(a.bar, target, [&] {   /* the block is done with l: the next layer's replaces it */
+        mk_sync<TRACE>(a, a.bar, target, layer * MK_NBAR + 5, [&] {   /* done with l: the next layer's replaces it */
             if (layer + 1 == a.n_layers) {
                 mk_stage(a.final_norm, a.H, mk_norm_w(a, fs));
                 return;
@@ -1016,6 +1053,8 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         });
         MK_MARK(15);
     }
+    if (MK_SUBTRACE && threadIdx.x == 0)
+        mk_sub = NULL;   /* the last layer's sub-marks are its own */
     mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
     mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, a.xh, MK_OUT_F32, NULL, a.logits);
     if (TRACE && blockIdx.x == 0 && threadIdx.x == 0) {
@@ -1164,6 +1203,7 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
         { (void **)&a.o, (size_t)a.nh * a.nsa * a.dv * 4 },
         { (void **)&a.bar, 256 },
         { (void **)&a.trace, getenv("HYMBA_CUDA_MEGA_TRACE") ? (size_t)(A->n_layers + 1) * MK_TRACE * 8 : 0 },
+        { (void **)&a.btrace, getenv("HYMBA_CUDA_MEGA_TRACE") ? (size_t)A->n_layers * MK_NBAR * mk->nblk * 2 * 8 : 0 },
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
@@ -1264,10 +1304,86 @@ int cu_mega_launch(cu_ctx *ctx, cu_model *m, const cu_desc *desc, float *logits,
     return 0;
 }
 
+static int cmp_u64(const void *x, const void *y)
+{
+    unsigned long long a = *(const unsigned long long *)x, b = *(const unsigned long long *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* The grid barriers of the traced step, from every block's arrival and
+ * leaving (globaltimer), mean over layers 1..n-1 in us: how long the
+ * arrivals spread (first to median, median to last), how long after the
+ * last arrival the blocks leave, and which block arrives last most often. */
+static void mega_trace_barriers(const cu_mega *mk)
+{
+    const int n = mk->a.n_layers, g = mk->nblk;
+    size_t cnt = (size_t)n * MK_NBAR * g * 2;
+    unsigned long long *t = (unsigned long long *)malloc(cnt * 8), *arr = (unsigned long long *)malloc((size_t)g * 8);
+    int *lastb = (int *)calloc((size_t)g, sizeof(int));
+    if (!t || !arr || !lastb || cudaMemcpy(t, mk->a.btrace, cnt * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        free(t);
+        free(arr);
+        free(lastb);
+        return;
+    }
+    unsigned long long step = ~0ull;
+    fprintf(stderr, "hymba: cuda: grid barriers (us, mean over layers): first->median->last arrival, last arrival->"
+            "leave (mean, max), last attention / SSM block's arrival after the first, most often last block\n");
+    for (int j = 0; j < MK_NBAR; j++) {
+        double fm = 0, ml = 0, lv = 0, lvmax = 0, la = 0, ls = 0;
+        memset(lastb, 0, (size_t)g * sizeof(int));
+        for (int L = 1; L < n; L++) {
+            const unsigned long long *e = t + ((size_t)(L * MK_NBAR + j) * g) * 2;
+            unsigned long long last = 0, first = ~0ull, lat = 0, lss = 0, mx = 0;
+            int lb = 0;
+            for (int b = 0; b < g; b++) {
+                arr[b] = e[2 * b];
+                if (arr[b] > last) {
+                    last = arr[b];
+                    lb = b;
+                }
+                first = arr[b] < first ? arr[b] : first;
+                if (b < mk->a.nu && arr[b] > lat)
+                    lat = arr[b];
+                if (b >= mk->a.nu && arr[b] > lss)
+                    lss = arr[b];
+            }
+            lastb[lb]++;
+            double sum = 0;
+            for (int b = 0; b < g; b++) {
+                double d = (double)(long long)(e[2 * b + 1] - last);
+                sum += d;
+                mx = d > (double)mx ? (unsigned long long)d : mx;
+            }
+            qsort(arr, (size_t)g, 8, cmp_u64);
+            for (int b = 1; b < g; b++)
+                if (arr[b] > arr[b - 1] && arr[b] - arr[b - 1] < step)
+                    step = arr[b] - arr[b - 1];
+            fm += (double)(arr[g / 2] - first);
+            ml += (double)(last - arr[g / 2]);
+            lv += sum / g;
+            lvmax += (double)mx;
+            la += lat ? (double)(lat - first) : 0;
+            ls += lss ? (double)(lss - first) : 0;
+        }
+        int best = 0;
+        for (int b = 1; b < g; b++)
+            best = lastb[b] > lastb[best] ? b : best;
+        const double k = 1000.0 * (n > 1 ? n - 1 : 1);
+        fprintf(stderr, "  sync%d %6.2f %6.2f   leave %6.2f %6.2f   attn %6.2f ssm %6.2f   block %d (%d of %d)\n",
+                j + 1, fm / k, ml / k, lv / k, lvmax / k, la / k, ls / k, best, lastb[best], n > 1 ? n - 1 : 1);
+    }
+    fprintf(stderr, "  (smallest step between two arrivals: %llu ns)\n", step);
+    free(t);
+    free(arr);
+    free(lastb);
+}
+
 /* HYMBA_CUDA_MEGA_TRACE: after the 64th step, the time per phase of block 0
  * (an attention unit) and of block nu (the first SSM block), us, mean over
- * layers 1..n-1, on stderr: where a step's time goes.  The traced kernel is
- * its own instance and runs slower than the untraced one. */
+ * layers 1..n-1, on stderr: where a step's time goes; then the sub-marks
+ * (MK_SUBTRACE builds) and the grid barriers (mega_trace_barriers).  The
+ * traced kernel is its own instance and runs slower than the untraced one. */
 void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
 {
     cu_mega *mk = m->mk;
@@ -1294,7 +1410,7 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
         double acc[2] = { 0.0, 0.0 };
         for (int L = 1; L < n; L++)
             for (int h = 0; h < 2; h++) {
-                const long long *e = t + (size_t)L * MK_TRACE + h * MK_TRACE / 2 + k;
+                const long long *e = t + (size_t)L * MK_TRACE + h * 16 + k;
                 acc[h] += (double)(e[1] - e[0]);
             }
         for (int h = 0; h < 2; h++)
@@ -1303,5 +1419,19 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
         fprintf(stderr, "  %-14s %7.2f %7.2f\n", name[k], acc[0], acc[1]);
     }
     fprintf(stderr, "  %-14s %7.2f\n", "layer", tot);
+    if (MK_SUBTRACE) {   /* sub-mark k after the phase start it belongs to (mark 3: attention, 5: SSM, 10: resnorm F) */
+        static const int from[16] = { 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 10, 10, 10, 7 };
+        for (int k = 0; k < 16; k++) {
+            double acc[2] = { 0.0, 0.0 };
+            for (int L = 1; L < n; L++)
+                for (int h = 0; h < 2; h++) {
+                    const long long *e = t + (size_t)L * MK_TRACE;
+                    acc[h] += e[32 + 16 * h + k] ? (double)(e[32 + 16 * h + k] - e[16 * h + from[k]]) : 0.0;
+                }
+            fprintf(stderr, "  sub%-2d (from %2d) %7.2f %7.2f\n", k, from[k], acc[0] / (n - 1) * us_per_cyc,
+                    acc[1] / (n - 1) * us_per_cyc);
+        }
+    }
     free(t);
+    mega_trace_barriers(mk);
 }
