@@ -24,7 +24,11 @@
  * through the recurrent SSM state and the K/V history, and the gap to the
  * fp32 CPU backend grows from ~1.4e-2 to ~2.5e-2 on the random test models. */
 #define DECODE_TOL 3e-2
-#define BATCH_TOL 5e-3       /* first batched step vs the same rows decoded alone */
+/* First batched step vs the same rows decoded alone: the batched kernels sum
+ * the attention one thread per output, the single-row persistent kernel on
+ * the tensor cores, so the step agrees to bf16 rounding (7.6e-3 on rand-x),
+ * not bit for bit; a row mixed up with another is off by far more. */
+#define BATCH_TOL LOGIT_TOL
 #define GREEDY_MARGIN 0.05   /* argmax must agree where the reference top-1/top-2 gap exceeds this */
 #define DECODE_STEPS 320     /* CPU vs CUDA decode: crosses every sliding window of the test models */
 

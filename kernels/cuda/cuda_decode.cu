@@ -143,21 +143,38 @@ __host__ __device__ static inline mk_sst mk_sst_layout(int cpb, int R)
 
 #define MK_AK 128            /* keys of one attention chunk (staged in shared memory) */
 
+static_assert(MK_AK / 16 <= MK_WARPS && 128 / 16 <= MK_WARPS, "mk_attn: a warp per 16 keys, per 16 value columns");
+static_assert(CU_MAX_GQA <= 8, "mk_attn: a KV head's query heads are the rows g < 8 of the 16-row mma tiles");
+
+/* mk_attn's shared memory, in floats from the region's start. */
+struct mk_att_smem {
+    int s, o, ml, b, total;
+};
+
+__host__ __device__ static inline mk_att_smem mk_att_layout(int G, int dq, int dv)
+{
+    mk_att_smem t;
+    t.s = 0;                          /* float [G][MK_AK] scores */
+    t.o = t.s + G * MK_AK;            /* float [G][dv] running output */
+    t.ml = t.o + G * dv;              /* float [3][CU_MAX_GQA] running max, sum, rescale */
+    t.b = t.ml + 3 * CU_MAX_GQA;      /* then bf16, 16-byte aligned (4 floats of slack): q [16][dq + 8], */
+    t.total = t.b + 4 + (16 * (dq + 8) + 16 * (MK_AK + 8) + MK_AK * (dq + 8) + MK_AK * (dv + 8)) / 2;
+    return t;                         /* P [16][MK_AK + 8], the chunk's K [MK_AK][dq + 8] and V [MK_AK][dv + 8] */
+}
+
 __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, int P, int nh, int nkv, int dq, int dv,
                                                         int cpb, int R)
 {
     mk_smem s;
     int kmax = H > Di ? H : Di;
     kmax = kmax > I ? kmax : I;
-    int G = nh / nkv, nkg = 2 * MK_THREADS / dv;
     int fsn = 4 * (H > Di ? H : Di);
     s.xs = 0;                                   /* float [2][kmax/8][4]: the GEMV input (mk_xput) */
     s.fs = s.xs + (kmax + 7) / 8 * 8;           /* float [fsn] */
     s.dbc = s.fs;                               /* float [P] */
     s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
-    s.att = s.ucs + MK_SLICE;                   /* mk_attn: q, scores, output, partials, softmax state, */
-    s.total = s.att + G * dq + G * MK_AK + G * dv + nkg * G * dv + 3 * CU_MAX_GQA;
-    s.total += 4 + MK_AK * (dq + 8 + dv + 8) / 2;   /* then the chunk's K and V rows (bf16, 16-byte aligned) */
+    s.att = s.ucs + MK_SLICE;                   /* mk_attn (mk_att_layout) */
+    s.total = s.att + mk_att_layout(nh / nkv, dq, dv).total;
     const int xw_end = s.att + 4 + P * MK_SLICE / 2;   /* phase B: the x_proj columns (bf16, aligned) at s.att */
     s.total = s.total > xw_end ? s.total : xw_end;
     s.sst = xw_end;                             /* phases B and C of the SSM blocks: mk_sst, after the x_proj columns */
@@ -595,8 +612,11 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
  * the persistent kernel runs every phase's code once per layer, so its
  * size, not its arithmetic, decides what the instruction caches hold.
  *   K and V rows of the chunk: staged in shared memory by cp.async, all at once;
- *   scores: one thread per (key, head); softmax: one warp per head;
- *   P.V: one thread per (column pair, key group), all G heads at once.
+ *   scores and P.V: tensor-core products (mma m16n8k16, bf16 in, fp32 sums),
+ *   the G heads as the rows of a 16-row tile (rows G..15 are not read back),
+ *   one warp per 16 keys (scores) or 16 output columns (P.V): a few dependent
+ *   instructions per warp where one thread per output ran a chain of 64;
+ *   softmax: one warp per head.
  */
 __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const cu_desc &d, float *sm)
 {
@@ -605,21 +625,21 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         return;
     const int G = a.nh / a.nkv, kvh = unit / a.nsa, split = unit % a.nsa, dq = a.dq, dv = a.dv;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = dq / 2, tid = threadIdx.x;
-    const int p = d.pos, npair = dv / 2, nkg = MK_THREADS / npair;
+    const int p = d.pos, LQ = dq + 8, LV = dv + 8, LP = MK_AK + 8;
     const bf16 *K = d.kv[2 * l.kv_src];
     const bf16 *V = d.kv[2 * l.kv_src + 1];
     const keyset ks = keys_of(l.gd, p, p);
     const int per = (ks.n + a.nsa - 1) / a.nsa;
     const int k0 = split * per, k1 = min(ks.n, k0 + per);
-    float *qs = sm;                       /* [G][dq] */
-    float *s = qs + G * dq;               /* [G][MK_AK] scores, then bf16-rounded probabilities */
-    float *o = s + G * MK_AK;             /* [G][dv] running output */
-    float *part = o + G * dv;             /* [nkg][G][dv] */
-    float *mrun = part + nkg * G * dv;    /* [G] running max, [G] sum, [G] rescale */
+    mk_att_smem t = mk_att_layout(a.nh / a.nkv, dq, dv);
+    float *s = sm + t.s;                  /* [G][MK_AK] scores */
+    float *o = sm + t.o;                  /* [G][dv] running output */
+    float *mrun = sm + t.ml;              /* [G] running max, [G] sum, [G] rescale */
     float *lrun = mrun + CU_MAX_GQA, *alpha = lrun + CU_MAX_GQA;
-    /* [MK_AK][dq + 8] and [MK_AK][dv + 8]: the 16-byte pad spreads the rows over the banks */
-    bf16 *Ks = reinterpret_cast<bf16 *>(((uintptr_t)(lrun + 2 * CU_MAX_GQA) + 15) & ~(uintptr_t)15);
-    bf16 *Vs = Ks + MK_AK * (dq + 8);
+    /* bf16, rows padded by 16 bytes (ldmatrix phases on distinct banks): q [16][LQ], P [16][LP],
+     * K [MK_AK][LQ], V [MK_AK][LV] */
+    bf16 *Qb = reinterpret_cast<bf16 *>(((uintptr_t)(sm + t.b) + 15) & ~(uintptr_t)15);
+    bf16 *Pb = Qb + 16 * LQ, *Ks = Pb + 16 * LP, *Vs = Ks + MK_AK * LQ;
     const int kc = dq / 8, vc = dv / 8;   /* 16-byte pieces of a K row, of a V row */
 
     for (int i = tid; i < G * dv; i += MK_THREADS)
@@ -629,7 +649,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         lrun[tid] = 0.0f;
     }
     for (int c0 = k0; c0 < k1; c0 += MK_AK) {
-        const int nk = min(MK_AK, k1 - c0);
+        const int nk = min(MK_AK, k1 - c0), nk16 = (nk + 15) & ~15;
         /* the chunk's K and V rows into shared memory at once: one round of
          * loads for the whole chunk instead of dependent rounds per key */
         for (int i = tid; i < nk * (kc + vc); i += MK_THREADS) {
@@ -638,15 +658,18 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
             if (l.owner && c0 + k == ks.n - 1)   /* this position's own key: below */
                 continue;
             if (e < kc)
-                cp_async16(Ks + k * (dq + 8) + 8 * e, K + row * dq + 8 * e);
+                cp_async16(Ks + k * LQ + 8 * e, K + row * dq + 8 * e);
             else
-                cp_async16(Vs + k * (dv + 8) + 8 * (e - kc), V + row * dv + 8 * (e - kc));
+                cp_async16(Vs + k * LV + 8 * (e - kc), V + row * dv + 8 * (e - kc));
         }
         cp_async_commit();
+        /* zeros in the V rows nk..nk16 that P.V reads (P is 0 there, but 0 * NaN is not) */
+        for (int i = tid; i < (nk16 - nk) * vc; i += MK_THREADS)
+            reinterpret_cast<uint4 *>(Vs + (nk + i / vc) * LV)[i % vc] = make_uint4(0, 0, 0, 0);
         {   /* meanwhile q (first chunk) and, owner layers, this position's K row (rotated as mk_kv_store stores
              * it) and V row from u (last chunk): one round of loads, and no wait for the cache store */
             const int nq = c0 == k0 ? G * half : 0, nn = l.owner && c0 + nk == ks.n ? half + dv : 0;
-            bf16 *Kr = Ks + (nk - 1) * (dq + 8), *Vr = Vs + (nk - 1) * (dv + 8);
+            bf16 *Kr = Ks + (nk - 1) * LQ, *Vr = Vs + (nk - 1) * LV;
             for (int i = tid; i < nq + nn; i += MK_THREADS) {
                 if (i >= nq + half) {
                     Vr[i - nq - half] = f2b(ldb(a.u + l.v_off + kvh * dv + i - nq - half));
@@ -656,42 +679,46 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
                 const int j = q ? i / half : 0, e = q ? i % half : i - nq;
                 float x0, x1;
                 mk_rope_load(a, a.u + (q ? (size_t)(kvh * G + j) * dq : l.k_off + kvh * dq), e, p, &x0, &x1);
-                if (q) {
-                    qs[j * dq + e] = bfr(x0);   /* rounded to bf16 as the reference stores q */
-                    qs[j * dq + e + half] = bfr(x1);
-                } else {
-                    Kr[e] = f2b(x0);
-                    Kr[e + half] = f2b(x1);
-                }
+                bf16 *dst = q ? Qb + j * LQ : Kr;   /* q rounded to bf16, as the reference stores it */
+                dst[e] = f2b(x0);
+                dst[e + half] = f2b(x1);
             }
         }
         MK_SUB(0);
         cp_async_wait_all();
         mk_bsync();
         MK_SUB(1);
-        for (int i = tid; i < nk * G; i += MK_THREADS) {
-            int k = i % nk, j = i / nk;
-            const uint4 *kr = reinterpret_cast<const uint4 *>(Ks + k * (dq + 8));
-            const float *q = qs + j * dq;
-            float acc = 0.0f;
-#pragma unroll 4
-            for (int c = 0; c < dq / 8; c++)
-                acc += dot8(kr[c], q + 8 * c);
-            s[j * MK_AK + k] = acc * a.scale;
+        /* scores: warp w, keys 16w..16w+15 (two 8-key tiles) */
+        if (warp < nk16 / 16) {
+            float c[2][4] = {};
+            for (int kk = 0; kk < dq; kk += 16) {
+                uint32_t qa[4], kb[4];
+                ldsm_x4(qa, Qb + (lane & 15) * LQ + kk + (lane >> 4) * 8);
+                ldsm_x4(kb, Ks + (warp * 16 + (lane & 7) + ((lane >> 4) << 3)) * LQ + kk + ((lane >> 3) & 1) * 8);
+                mma16816(c[0], qa, kb[0], kb[1]);
+                mma16816(c[1], qa, kb[2], kb[3]);
+            }
+            const int g = lane >> 2, key = warp * 16 + 2 * (lane & 3);   /* row g: head g; rows g + 8 >= G */
+            if (g < G)
+                for (int h = 0; h < 2; h++)
+                    for (int e = 0; e < 2; e++)
+                        if (key + 8 * h + e < nk)
+                            s[g * MK_AK + key + 8 * h + e] = c[h][e] * a.scale;
         }
         mk_bsync();
         MK_SUB(2);
         if (warp < G) {
             float *sj = s + warp * MK_AK;
+            bf16 *pj = Pb + warp * LP;
             float mx = -INFINITY;
             for (int k = lane; k < nk; k += 32)
                 mx = fmaxf(mx, sj[k]);
             mx = warp_max(mx);
             float mnew = fmaxf(mrun[warp], mx), sum = 0.0f;
-            for (int k = lane; k < nk; k += 32) {
-                float pk = expf(sj[k] - mnew);
+            for (int k = lane; k < nk16; k += 32) {
+                float pk = k < nk ? expf(sj[k] - mnew) : 0.0f;
                 sum += pk;
-                sj[k] = bfr(pk);   /* P.V uses P rounded to bf16, as the reference does */
+                pj[k] = f2b(pk);   /* P.V uses P rounded to bf16, as the reference does */
             }
             sum = warp_sum(sum);
             if (lane == 0) {
@@ -703,43 +730,29 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
         }
         mk_bsync();
         MK_SUB(3);
-        for (int i = tid; i < nkg * npair; i += MK_THREADS) {
-            const int e2 = i % npair, kg = i / npair;
-            float acc0[CU_MAX_GQA], acc1[CU_MAX_GQA];
-#pragma unroll
-            for (int j = 0; j < CU_MAX_GQA; j++)
-                acc0[j] = acc1[j] = 0.0f;
-#pragma unroll 4
-            for (int k = kg; k < nk; k += nkg) {   /* two adjacent columns per 4-byte load */
-                const unsigned raw = reinterpret_cast<const unsigned *>(Vs + k * (dv + 8))[e2];
-                float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&raw));
-#pragma unroll
-                for (int j = 0; j < CU_MAX_GQA; j++)
-                    if (j < G) {
-                        acc0[j] = fmaf(s[j * MK_AK + k], v.x, acc0[j]);
-                        acc1[j] = fmaf(s[j * MK_AK + k], v.y, acc1[j]);
-                    }
+        /* P.V: warp w, output columns 16w..16w+15 (two 8-column tiles), all keys of the chunk */
+        if (warp < dv / 16) {
+            float c[2][4] = {};
+            for (int kk = 0; kk < nk16; kk += 16) {
+                uint32_t pa[4], vb[4];
+                ldsm_x4(pa, Pb + (lane & 15) * LP + kk + (lane >> 4) * 8);
+                ldsm_x4_t(vb, Vs + (kk + (lane & 7) + (((lane >> 3) & 1) << 3)) * LV + warp * 16 + (lane >> 4) * 8);
+                mma16816(c[0], pa, vb[0], vb[1]);
+                mma16816(c[1], pa, vb[2], vb[3]);
             }
-#pragma unroll
-            for (int j = 0; j < CU_MAX_GQA; j++)
-                if (j < G) {
-                    part[(kg * G + j) * dv + 2 * e2] = acc0[j];
-                    part[(kg * G + j) * dv + 2 * e2 + 1] = acc1[j];
-                }
+            const int g = lane >> 2, col = warp * 16 + 2 * (lane & 3);
+            if (g < G)
+                for (int h = 0; h < 2; h++)
+                    for (int e = 0; e < 2; e++) {
+                        float *op = o + g * dv + col + 8 * h + e;
+                        *op = *op * alpha[g] + c[h][e];
+                    }
         }
         mk_bsync();
         MK_SUB(4);
-        for (int i = tid; i < G * dv; i += MK_THREADS) {
-            const int j = i / dv;
-            float acc = o[i] * alpha[j];
-            for (int kg = 0; kg < nkg; kg++)
-                acc += part[kg * G * dv + i];
-            o[i] = acc;
-        }
-        mk_bsync();
-        MK_SUB(5);
     }
-    mk_bsync();
+    mk_bsync();   /* a unit without keys: the softmax state its thread wrote */
+    MK_SUB(5);
     for (int i = tid; i < G * dv; i += MK_THREADS) {
         const int j = i / dv, e = i % dv;
         size_t sl = (size_t)(kvh * G + j) * a.nsa + split;
@@ -1095,7 +1108,7 @@ static const char *mega_unsupported(const cu_model *m)
     const hy_arch *a = &m->a;
     if (!m->use_gemv)
         return "a width not a multiple of 8";
-    if (a->head_dim % 8 || a->head_dim > CU_MAX_HEAD_DIM)
+    if (a->head_dim % 16 || a->head_dim > CU_MAX_HEAD_DIM)   /* mk_attn's products run 16 deep */
         return "its head size";
     if (a->v_head_dim != 32 && a->v_head_dim != 64 && a->v_head_dim != 128)
         return "its value head size";
