@@ -5,8 +5,8 @@
 #       V="base new" [ROUNDS=3] [TRACE_V="new"] ./gpu-ab.sh
 #   NAME "new" is bin/hymba-bench itself. Each round runs every NAME once (in order, so drift
 #   hits all alike): hymba-bench --backend cuda --prompt 512 --decode 128 --repeat 3 on a random
-#   1.5B checkpoint, printing the fraction of the roofline. TRACE_V (default: all of V) then
-#   runs each named build once with HYMBA_CUDA_MEGA_TRACE=1 (the time per phase).
+#   1.5B checkpoint, printing tok/s, the copy bandwidth and the fraction of the roofline. TRACE_V (default: all of V) then
+#   runs each named build once with HYMBA_CUDA_MEGA_TRACE=1 (the time per phase, the grid barriers).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 case "${1:-}" in -h|--help) sed -n '2,9p' "$0"; exit 0 ;; esac
@@ -21,12 +21,15 @@ for v in $V; do
 done
 for i in $(seq "${ROUNDS:-3}"); do
     for v in $V; do
+        # tok/s and the copy bandwidth too: a change can move the fraction through the ceiling alone
+        # (an L2 set-aside for persisting lines lowered the measured copy rate by 16 %, RESULTS step 55)
         echo "== $v $i: $("$(bench "$v")" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 3 2>&1 |
-                         grep -E '^fraction' | tr -s ' ')"
+                         grep -E '^(decode B=1|copy bandwidth|fraction)' | sed -E 's/ \(.*//; s/ +/ /g' |
+                         paste -sd ';')"
     done
 done
 for v in ${TRACE_V-$V}; do
     echo "== trace $v"
     HYMBA_CUDA_MEGA_TRACE=1 "$(bench "$v")" -m "$model" --backend cuda --prompt 512 --decode 128 --repeat 1 2>&1 |
-        sed -n '/^hymba: cuda: decode step/,/^  layer/p'
+        sed -n '/^hymba: cuda: decode step/,/smallest step between two arrivals/p'
 done

@@ -1416,8 +1416,8 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
     static const char *name[MK_PHASES] = { "resnorm A", "in_proj", "sync1", "attn|conv", "sync2", "merge|ssm",
                                            "sync3", "preavg", "out_proj", "sync4", "resnorm F", "gate-up",
                                            "sync5", "down", "sync6" };
-    fprintf(stderr, "hymba: cuda: decode step %.1f us (globaltimer); per layer (us), block 0 and block %d:\n",
-            ns / 1000.0, mk->a.nu);
+    fprintf(stderr, "hymba: cuda: decode step %.1f us (globaltimer), SM clock %.0f MHz; per layer (us), block 0 and "
+            "block %d:\n", ns / 1000.0, us_per_cyc > 0 ? 1.0 / us_per_cyc : 0.0, mk->a.nu);
     double tot = 0.0;
     for (int k = 0; k < MK_PHASES; k++) {
         double acc[2] = { 0.0, 0.0 };
