@@ -471,12 +471,6 @@ __device__ __forceinline__ float ex2(float x)
     return y;
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-
 /* u [n][ldu]: q of token t, head h at u[t*ldu + h*DQ]; att [n][nh*DV] bf16.  Block: blockDim.x / 32 <=
  * MAXW warps; MINB blocks per SM bound the registers; QREG: Q fragments stay in registers (else they
  * are reloaded from shared memory per tile, for register budgets that would spill). */
