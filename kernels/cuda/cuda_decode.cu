@@ -644,7 +644,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
     const keyset ks = keys_of(l.gd, p, p);
     const int per = (ks.n + a.nsa - 1) / a.nsa;
     const int k0 = split * per, k1 = min(ks.n, k0 + per);
-    mk_att_smem t = mk_att_layout(a.nh / a.nkv, dq, dv);
+    const mk_att_smem t = mk_att_layout(G, dq, dv);
     float *s = sm + t.s;                  /* [G][MK_AK] scores */
     float *o = sm + t.o;                  /* [G][dv] running output */
     float *mrun = sm + t.ml;              /* [G] running max, [G] sum, [G] rescale */
@@ -1360,7 +1360,7 @@ static void mega_trace_barriers(const cu_mega *mk)
         memset(lastb, 0, (size_t)g * sizeof(int));
         for (int L = 1; L < n; L++) {
             const unsigned long long *e = t + ((size_t)(L * MK_NBAR + j) * g) * 2;
-            unsigned long long last = 0, first = ~0ull, lat = 0, lss = 0, mx = 0;
+            unsigned long long last = 0, first = ~0ull, lat = 0, lss = 0;
             int lb = 0;
             for (int b = 0; b < g; b++) {
                 arr[b] = e[2 * b];
@@ -1375,11 +1375,11 @@ static void mega_trace_barriers(const cu_mega *mk)
                     lss = arr[b];
             }
             lastb[lb]++;
-            double sum = 0;
+            double sum = 0, mx = 0;   /* leaving comes after the last arrival */
             for (int b = 0; b < g; b++) {
-                double d = (double)(long long)(e[2 * b + 1] - last);
+                const double d = (double)(e[2 * b + 1] - last);
                 sum += d;
-                mx = d > (double)mx ? (unsigned long long)d : mx;
+                mx = fmax(mx, d);
             }
             qsort(arr, (size_t)g, 8, cmp_u64);
             for (int b = 1; b < g; b++)
@@ -1388,7 +1388,7 @@ static void mega_trace_barriers(const cu_mega *mk)
             fm += (double)(arr[g / 2] - first);
             ml += (double)(last - arr[g / 2]);
             lv += sum / g;
-            lvmax += (double)mx;
+            lvmax += mx;
             la += lat ? (double)(lat - first) : 0;
             ls += lss ? (double)(lss - first) : 0;
         }
@@ -1445,7 +1445,7 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
         fprintf(stderr, "  %-14s %7.2f %7.2f\n", name[k], acc[0], acc[1]);
     }
     fprintf(stderr, "  %-14s %7.2f\n", "layer", tot);
-    if (MK_SUBTRACE) {   /* sub-mark k after the phase start it belongs to (mark 3: attention, 5: SSM, 10: resnorm F) */
+    if (MK_SUBTRACE) {   /* sub-mark k after its phase's start: mark 3 attention, 5 SSM, 10 resnorm F, 7 pre-average */
         static const int from[16] = { 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 10, 10, 10, 7 };
         for (int k = 0; k < 16; k++) {
             double acc[2] = { 0.0, 0.0 };
