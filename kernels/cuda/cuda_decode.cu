@@ -353,35 +353,32 @@ __device__ __forceinline__ bf16 *mk_avg_w(const mk_args &a, float *fs) { return 
 
 /*
  * xs = RMSNorm(x; w) as bf16, x = xin (+ y rounded to bf16) — every block
- * computes it for itself; block 0 stores the new residual to xout.  fs: H
- * floats of x, then w as staged (mk_norm_w).  Four elements per thread in
- * flight at once.
+ * computes it for itself; block 0 stores the new residual to xout (unless
+ * NULL).  fs: H floats of x, then w as staged (mk_norm_w).  Loads of 16
+ * bytes: all blocks read the same few KB at once, and a round of that in
+ * 2-byte loads took ~1.7 us, in 16-byte ones 0.85 (RESULTS step 70).
  */
 __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, float *xs, float *fs,
                                        float *red)
 {
     const bf16 *ws = mk_norm_w(a, fs);   /* staged by the barrier before (mk_stage) */
-    const bf16 *y = a.y;   /* once, not per element from shared memory */
+    const uint4 *xv = reinterpret_cast<const uint4 *>(xin), *yv = reinterpret_cast<const uint4 *>(a.y);
     float ss = 0.0f;
-    for (int i0 = threadIdx.x; i0 < a.H; i0 += 4 * MK_THREADS) {
-        float v[4], yv[4];
+    for (int i = threadIdx.x; i < a.H / 8; i += MK_THREADS) {
+        const uint4 xr = __ldcg(xv + i), yr = add ? __ldcg(yv + i) : make_uint4(0, 0, 0, 0);
+        float x[8], y[8];
+        unpack8(xr, x);
+        unpack8(yr, y);
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int i = i0 + q * MK_THREADS;
-            v[q] = i < a.H ? ldb(xin + i) : 0.0f;
-            yv[q] = add && i < a.H ? ldb(y + i) : 0.0f;
+        for (int e = 0; e < 8; e++) {
+            x[e] = bfr(x[e] + y[e]);   /* exact when y is 0: x is bf16 */
+            ss += x[e] * x[e];
         }
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int i = i0 + q * MK_THREADS;
-            if (i >= a.H)
-                break;
-            float x = add ? bfr(v[q] + yv[q]) : v[q];
-            if (add && blockIdx.x == 0)
-                xout[i] = f2b(x);
-            fs[i] = x;
-            ss += x * x;
-        }
+        reinterpret_cast<float4 *>(fs)[2 * i] = make_float4(x[0], x[1], x[2], x[3]);
+        reinterpret_cast<float4 *>(fs)[2 * i + 1] = make_float4(x[4], x[5], x[6], x[7]);
+        if (xout && blockIdx.x == 0)
+            reinterpret_cast<uint4 *>(xout)[i] = make_uint4(pack_bf16(x[0], x[1]), pack_bf16(x[2], x[3]),
+                                                            pack_bf16(x[4], x[5]), pack_bf16(x[6], x[7]));
     }
     MK_SUB(12);
     cp_async_wait_all();   /* w, staged during the barrier, is first read after the block sum's barrier */
@@ -820,24 +817,24 @@ __device__ __noinline__ void mk_preavg(const mk_args &a, float *xs, float *fs, f
     float *as = fs, *ss = fs + a.Di;
     const bf16 *w1 = mk_avg_w(a, fs), *w2 = w1 + a.Di;   /* staged by the barrier before */
     float s1 = 0.0f, s2 = 0.0f;
-    for (int i0 = threadIdx.x; i0 < a.Di; i0 += 4 * MK_THREADS) {
-        float av[4], sv[4];
+    const float4 *av = reinterpret_cast<const float4 *>(a.att), *sv = reinterpret_cast<const float4 *>(a.sout);
+    for (int i0 = threadIdx.x; i0 < a.Di / 4; i0 += 2 * MK_THREADS) {   /* two of each in flight, 16 bytes each */
+        float4 at[2], st[2];
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int i = i0 + q * MK_THREADS;
-            bool in = i < a.Di;
-            av[q] = in ? ldf(a.att + i) : 0.0f;
-            sv[q] = in ? ldf(a.sout + i) : 0.0f;
+        for (int q = 0; q < 2; q++) {
+            const int i = i0 + q * MK_THREADS;
+            at[q] = i < a.Di / 4 ? __ldcg(av + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            st[q] = i < a.Di / 4 ? __ldcg(sv + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int i = i0 + q * MK_THREADS;
-            if (i >= a.Di)
+        for (int q = 0; q < 2; q++) {
+            const int i = i0 + q * MK_THREADS;
+            if (i >= a.Di / 4)
                 break;
-            as[i] = av[q];
-            ss[i] = sv[q];
-            s1 += av[q] * av[q];
-            s2 += sv[q] * sv[q];
+            reinterpret_cast<float4 *>(as)[i] = at[q];
+            reinterpret_cast<float4 *>(ss)[i] = st[q];
+            s1 += at[q].x * at[q].x + at[q].y * at[q].y + at[q].z * at[q].z + at[q].w * at[q].w;
+            s2 += st[q].x * st[q].x + st[q].y * st[q].y + st[q].z * st[q].z + st[q].w * st[q].w;
         }
     }
     cp_async_wait_all();   /* avg1, avg2, staged during the barrier, are first read after the block sums' barriers */
@@ -996,10 +993,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         a.trace[a.n_layers * MK_TRACE] = (long long)globaltimer();
     /* layer 0's input: the token's embedding row is the residual */
     mk_stage(l.in_norm, a.H, mk_norm_w(a, fs));
-    mk_resnorm(a, a.embed + (size_t)d.token * a.H, false, NULL, xs, fs, red);
-    if (blockIdx.x == 0)
-        for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
-            a.x[0][i] = a.embed[(size_t)d.token * a.H + i];
+    mk_resnorm(a, a.embed + (size_t)d.token * a.H, false, a.x[0], xs, fs, red);
     for (layer = 0; layer < a.n_layers; layer++) {
         MK_MARK(0);
         if (layer > 0) {   /* l is this layer's already: taken over in the barrier before */
@@ -1081,7 +1075,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
     }
     if (MK_SUBTRACE && threadIdx.x == 0)
         mk_sub = NULL;   /* the last layer's sub-marks are its own */
-    mk_resnorm(a, a.x[xi], true, a.x[xi ^ 1], xs, fs, red);
+    mk_resnorm(a, a.x[xi], true, NULL, xs, fs, red);   /* the last residual is not needed */
     mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, a.xh, MK_OUT_F32, NULL, a.logits);
     if (TRACE && blockIdx.x == 0 && threadIdx.x == 0) {
         a.trace[a.n_layers * MK_TRACE + 1] = (long long)globaltimer();
