@@ -42,7 +42,8 @@ using namespace cudev;
 #define MK_SLICE 128         /* channels per conv + x_proj unit */
 #define MK_XWL (MK_SLICE + 8)   /* row stride of its staged x_proj columns (the pad: ldmatrix on distinct banks) */
 #define MK_SPLITS_MAX 16     /* key splits per KV head */
-#define MK_PF_CHUNK 4096     /* bytes per L2 prefetch request */
+#define MK_PF_CHUNK 4096     /* bytes per round of L2 prefetches: a 128-byte line per lane of the warp */
+static_assert(MK_PF_CHUNK == 32 * 128, "mk_prefetch: one line per lane");
 
 struct mk_layer {
     const bf16 *in_norm;      /* [H] */
@@ -142,6 +143,10 @@ __host__ __device__ static inline mk_sst mk_sst_layout(int cpb, int R)
     return t;
 }
 
+/* Floats from one x_proj slice's partials to the next: rounded up to 4, so
+ * phase C sums them in 16-byte loads. */
+__host__ __device__ static inline int mk_xpart_ld(int P) { return (P + 3) & ~3; }
+
 #define MK_AK 128            /* keys of one attention chunk (staged in shared memory) */
 
 static_assert(MK_AK / 16 <= MK_WARPS && 128 / 16 <= MK_WARPS, "mk_attn: a warp per 16 keys, per 16 value columns");
@@ -174,12 +179,13 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     s.fs = s.xs + (kmax + 7) / 8 * 8;           /* float [fsn] */
     s.dbc = s.fs;                               /* float [P] */
     s.ucs = s.dbc + P;                          /* float [MK_SLICE] */
-    s.att = s.ucs + MK_SLICE;                   /* mk_attn (mk_att_layout) */
+    s.att = (s.ucs + MK_SLICE + 3) & ~3;        /* mk_attn (mk_att_layout); phase C: mk_dbc's partial sums */
     s.total = s.att + mk_att_layout(nh / nkv, dq, dv).total;
     /* phase B: the x_proj columns (bf16 [P rounded up to 16][MK_XWL], aligned) at s.att */
     const int xw_end = s.att + 4 + ((P + 15) & ~15) * MK_XWL / 2;
     s.total = s.total > xw_end ? s.total : xw_end;
-    s.sst = xw_end;                             /* phases B and C of the SSM blocks: mk_sst, after the x_proj columns */
+    const int ld = mk_xpart_ld(P), part_end = s.att + (4 * MK_THREADS > ld ? 4 * MK_THREADS : ld);   /* [nq][ld] */
+    s.sst = xw_end > part_end ? xw_end : part_end;   /* phases B and C of the SSM blocks: mk_sst, after both */
     const int sst_end = s.sst + mk_sst_layout(cpb, R).total;
     s.total = s.total > sst_end ? s.total : sst_end;
     s.total = s.total > s.fs + fsn ? s.total : s.fs + fsn;
@@ -453,9 +459,9 @@ __device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, 
             const int r = mt * 16 + (lane >> 2);
             if ((lane & 3) == 0) {
                 if (r < P)
-                    a.xpart[(size_t)sl * P + r] = c[0];
+                    a.xpart[(size_t)sl * mk_xpart_ld(P) + r] = c[0];
                 if (r + 8 < P)
-                    a.xpart[(size_t)sl * P + r + 8] = c[2];
+                    a.xpart[(size_t)sl * mk_xpart_ld(P) + r + 8] = c[2];
             }
         }
         mk_bsync();
@@ -528,36 +534,41 @@ __device__ __noinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, c
 }
 
 /* Phase C: dt, B, C of this position (x_proj partials summed, then their
- * RMSNorms) into dbc; sub: MK_THREADS floats of shared memory. */
-__device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *dbc, float *sub)
+ * RMSNorms) into dbc; part: shared memory for the partial sums (mk_smem's
+ * att, free in phase C).  nq threads per 4 values, each over every nq-th
+ * slice, in 16-byte loads (1 % faster than 4-byte ones, RESULTS step 71). */
+__device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *dbc, float *part)
 {
-    const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, P = a.P;
+    const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, P = a.P, ld = mk_xpart_ld(P), nv = ld / 4;
     const mk_sst t = mk_sst_layout(a.cpb, a.R);
-    int nq = MK_THREADS / P;
-    nq = nq < 1 ? 1 : nq;
-    /* nq threads per value, each over every nq-th slice, 8 loads in flight */
-    for (int i = threadIdx.x; i < P * nq; i += MK_THREADS) {
-        const int val = i % P, q = i / P;
-        float s = 0.0f;
-        for (int k0 = q; k0 < nslice; k0 += 8 * nq) {
-            float v[8];
+    const int nq = max(1, MK_THREADS / nv);
+    const float4 *xp = reinterpret_cast<const float4 *>(a.xpart);   /* [nslice][nv] */
+    for (int i = threadIdx.x; i < nv * nq; i += MK_THREADS) {
+        const int v4 = i % nv, q = i / nv;
+        float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int k0 = q; k0 < nslice; k0 += 4 * nq) {
+            float4 v[4];
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                int k = k0 + j * nq;
-                v[j] = k < nslice ? ldf(a.xpart + (size_t)k * P + val) : 0.0f;
+            for (int j = 0; j < 4; j++) {
+                const int k = k0 + j * nq;
+                v[j] = k < nslice ? __ldcg(xp + (size_t)k * nv + v4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-                s += v[j];
+            for (int j = 0; j < 4; j++) {
+                s.x += v[j].x;
+                s.y += v[j].y;
+                s.z += v[j].z;
+                s.w += v[j].w;
+            }
         }
-        sub[q * P + val] = s;
+        reinterpret_cast<float4 *>(part + q * ld)[v4] = s;   /* part: float [nq][ld] */
     }
     mk_bsync();
     MK_SUB(7);
     for (int i = threadIdx.x; i < P; i += MK_THREADS) {
         float s = 0.0f;
         for (int q = 0; q < nq; q++)
-            s += sub[q * P + i];
+            s += part[q * ld + i];
         dbc[i] = bfr(s);
     }
     mk_bsync();
@@ -797,16 +808,14 @@ __device__ __noinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
 #pragma unroll
         for (int k = 0; k < MK_SPLITS_MAX; k++)
             M = fmaxf(M, mv[k]);
-        float L = 0.0f;
-#pragma unroll
-        for (int k = 0; k < MK_SPLITS_MAX; k++)
-            L += mv[k] == -INFINITY ? 0.0f : lv[k] * expf(mv[k] - M);
-        float acc = 0.0f;
+        float L = 0.0f, acc = 0.0f;   /* one exp per split and one division: the unrolled loop stays small */
 #pragma unroll
         for (int k = 0; k < MK_SPLITS_MAX; k++) {
-            float w = (L > 0.0f && mv[k] != -INFINITY) ? expf(mv[k] - M) / L : 0.0f;
+            const float w = mv[k] == -INFINITY ? 0.0f : expf(mv[k] - M);
+            L += lv[k] * w;
             acc += ov[k] * w;
         }
+        acc = L > 0.0f ? acc / L : 0.0f;
         a.att[i] = bfr(acc);
     }
 }
@@ -866,7 +875,7 @@ __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
 /*
  * The prefetch warp.  The products stream their rows at close to the copy
  * rate, but between them HBM idles through ~30 us of norms, phase C and
- * barriers per layer.  One thread of an extra warp asks L2 for the rows this
+ * barriers per layer.  An extra warp asks L2 for the rows this
  * block's warps will read in the next two products, in the order mk_gemv
  * reads them, whenever thread 0's last mark says the block is in one of
  * those quiet stretches; the product then reads them from L2.  Not during
@@ -908,15 +917,16 @@ __device__ __forceinline__ unsigned mk_pf_start(int s)
 
 __device__ __noinline__ void mk_prefetch(const mk_args &a)
 {
-    if ((threadIdx.x & 31) != 0 || !a.pf)
+    if (!a.pf)
         return;
+    const int lane = threadIdx.x & 31;
     const int g = gridDim.x, b = blockIdx.x, last = 4 * a.n_layers - 2;   /* the last layer's down */
     const unsigned quiet = MK_QUIET;   /* a local: its code's layout measured 1 % faster (RESULTS step 57) */
     int first = 0;                          /* the first product not being read yet */
     int s = 0, r = 0, w = 0, off = 0, ps = -1;   /* cursor: product, round, warp of the block, byte */
     mk_pfprod p = {};
     for (;;) {
-        const unsigned ph = *(volatile unsigned *)&mk_phase;
+        const unsigned ph = __shfl_sync(0xffffffffu, *(volatile unsigned *)&mk_phase, 0);   /* one view per warp */
         while (first <= last && mk_pf_start(first) <= ph)
             first++;
         if (first > last)
@@ -941,8 +951,8 @@ __device__ __noinline__ void mk_prefetch(const mk_args &a)
             continue;
         }
         const int item = min(p.R, p.N - n0) * p.rowb, n = min(MK_PF_CHUNK, item - off);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.W + (size_t)n0 * p.rowb + off), "r"(n)
-                     : "memory");
+        if (128 * lane < n)   /* a line per lane: 1 % faster than one bulk prefetch of the piece (RESULTS step 73) */
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p.W + (size_t)n0 * p.rowb + off + 128 * lane) : "memory");
         off += n;
         if (off == item) {
             off = 0;
@@ -966,7 +976,6 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
      * its stack and read it back through L1 (measured: 7 % of the step). */
     __shared__ mk_args a;
     __shared__ float red[32];
-    __shared__ float sub[MK_THREADS];
     __shared__ __align__(16) mk_layer l;    /* this layer's pointers: no reload from global after each store */
     __shared__ __align__(16) mk_layer ln;   /* the next layer's, fetched during this one */
     __shared__ cu_desc d;
@@ -1030,7 +1039,7 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
         MK_MARK(5);
         /* C: the SSM step beside the merge of the attention's key splits */
         if (!a.split || (int)blockIdx.x >= a.nu) {
-            mk_dbc(a, smf + S.sst, smf + S.dbc, sub);
+            mk_dbc(a, smf + S.sst, smf + S.dbc, smf + S.att);
             mk_ssm(a, l, d, layer, smf + S.dbc, smf + S.sst, blockIdx.x - a.split * a.nu);
         }
         if (!a.split || (int)blockIdx.x < a.nu)
@@ -1216,7 +1225,7 @@ static int mega_init(cu_ctx *ctx, cu_model *m, hy_err *err)
         { (void **)&a.y, (size_t)a.H * 2 },
         { (void **)&a.act, (size_t)a.I * 2 },
         { (void **)&a.uc, (size_t)a.Di * 4 },
-        { (void **)&a.xpart, nslice * a.P * 4 },
+        { (void **)&a.xpart, nslice * mk_xpart_ld(a.P) * 4 },
         { (void **)&a.sout, (size_t)a.Di * 4 },
         { (void **)&a.att, (size_t)a.Di * 4 },
         { (void **)&a.ml, (size_t)a.nh * a.nsa * 2 * 4 },
