@@ -44,6 +44,7 @@ using namespace cudev;
 #define MK_SPLITS_MAX 16     /* key splits per KV head */
 #define MK_PF_CHUNK 4096     /* bytes per round of L2 prefetches: a 128-byte line per lane of the warp */
 static_assert(MK_PF_CHUNK == 32 * 128, "mk_prefetch: one line per lane");
+#define MK_PF_PIECES 2       /* pieces the prefetch warp asks for per look at the block's phase (RESULTS step 75) */
 
 struct mk_layer {
     const bf16 *in_norm;      /* [H] */
@@ -880,8 +881,11 @@ __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
  * reads them, whenever thread 0's last mark says the block is in one of
  * those quiet stretches; the product then reads them from L2.  Not during
  * phase B: its K/V reads are HBM round trips on the critical path
- * (measured: prefetching there too lost 0.6 points).  Unpaced: pacing the
- * requests to 1.5-4.5 TB/s measured the same as issuing them at once.
+ * (measured: prefetching there too lost 0.6 points).  The rate is set by
+ * how many pieces the warp asks for per look at the phase: at one it asked
+ * for ~40 of a layer's ~92 MB, at four or more nearly all of it, but the
+ * small phases' own L2 round trips queued behind (phase C 4.7 -> 7-10 us);
+ * two measured best (RESULTS step 75).
  */
 #define MK_QUIET ((1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 9) | \
                   (1u << 10) | (1u << 12) | (1u << 14) | (1u << 15))   /* marks k: [k, k + 1) is quiet */
@@ -939,26 +943,30 @@ __device__ __noinline__ void mk_prefetch(const mk_args &a)
             __nanosleep(256);   /* measured: 1000 the same, 3000 or spinning -0.5 points */
             continue;
         }
-        if (ps != s) {
-            p = mk_pf_prod(a, s);
-            ps = s;
-        }
-        const int n0 = (w * g + b + r * MK_WARPS * g) * p.R;   /* mk_gwarp's item of warp w, round r */
-        if (n0 >= p.N) {   /* round r ends at warp w: the next round, or the next product */
-            s += w == 0;
-            r = w == 0 ? 0 : r + 1;
-            w = 0;
-            continue;
-        }
-        const int item = min(p.R, p.N - n0) * p.rowb, n = min(MK_PF_CHUNK, item - off);
-        if (128 * lane < n)   /* a line per lane: 1 % faster than one bulk prefetch of the piece (RESULTS step 73) */
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(p.W + (size_t)n0 * p.rowb + off + 128 * lane) : "memory");
-        off += n;
-        if (off == item) {
-            off = 0;
-            if (++w == MK_WARPS) {
+        for (int k = 0; k < MK_PF_PIECES; k++) {
+            if (s > first + 1 || s > last)
+                break;
+            if (ps != s) {
+                p = mk_pf_prod(a, s);
+                ps = s;
+            }
+            const int n0 = (w * g + b + r * MK_WARPS * g) * p.R;   /* mk_gwarp's item of warp w, round r */
+            if (n0 >= p.N) {   /* round r ends at warp w: the next round, or the next product */
+                s += w == 0;
+                r = w == 0 ? 0 : r + 1;
                 w = 0;
-                r++;
+                continue;
+            }
+            const int item = min(p.R, p.N - n0) * p.rowb, n = min(MK_PF_CHUNK, item - off);
+            if (128 * lane < n)   /* a line per lane: 1 % faster than one bulk prefetch of the piece (RESULTS step 73) */
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(p.W + (size_t)n0 * p.rowb + off + 128 * lane) : "memory");
+            off += n;
+            if (off == item) {
+                off = 0;
+                if (++w == MK_WARPS) {
+                    w = 0;
+                    r++;
+                }
             }
         }
     }
