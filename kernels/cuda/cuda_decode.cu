@@ -537,7 +537,7 @@ __device__ __noinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, c
 /* Phase C: dt, B, C of this position (x_proj partials summed, then their
  * RMSNorms) into dbc; part: shared memory for the partial sums (mk_smem's
  * att, free in phase C).  nq threads per 4 values, each over every nq-th
- * slice, in 16-byte loads (1 % faster than 4-byte ones, RESULTS step 71). */
+ * slice, in 16-byte loads (1 % faster than 4-byte ones, RESULTS step 72). */
 __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *dbc, float *part)
 {
     const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, P = a.P, ld = mk_xpart_ld(P), nv = ld / 4;
