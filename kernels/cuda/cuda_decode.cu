@@ -875,7 +875,7 @@ __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
 
 /*
  * The prefetch warp.  The products stream their rows at close to the copy
- * rate, but between them HBM idles through ~30 us of norms, phase C and
+ * rate, but between them HBM idles through ~20-25 us of norms, phase C and
  * barriers per layer.  An extra warp asks L2 for the rows this
  * block's warps will read in the next two products, in the order mk_gemv
  * reads them, whenever thread 0's last mark says the block is in one of
@@ -1465,8 +1465,8 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
                     const long long *e = t + (size_t)L * MK_TRACE;
                     acc[h] += e[32 + 16 * h + k] ? (double)(e[32 + 16 * h + k] - e[16 * h + from[k]]) : 0.0;
                 }
-            fprintf(stderr, "  sub%-2d (from %2d) %7.2f %7.2f\n", k, from[k], acc[0] / (n - 1) * us_per_cyc,
-                    acc[1] / (n - 1) * us_per_cyc);
+            fprintf(stderr, "  sub%-2d (from %2d) %7.2f %7.2f\n", k, from[k], acc[0] / (n > 1 ? n - 1 : 1) * us_per_cyc,
+                    acc[1] / (n > 1 ? n - 1 : 1) * us_per_cyc);
         }
     }
     free(t);
