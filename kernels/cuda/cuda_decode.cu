@@ -596,7 +596,7 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
 /* Phase C: the SSM step of the channels of block b (cpb of them): a quad
  * of threads per channel, each with a quarter of the dt_proj dot and four
  * of the states (one pass for 48 channels where a thread per (channel,
- * state) took two: +0.9 %, RESULTS step 87); the inputs staged by
+ * state) took two: +1.0 %, RESULTS step 87); the inputs staged by
  * mk_ssm_stage; only the conv output and the gate come from global memory. */
 static_assert(CU_D_STATE == 16, "mk_ssm: four states on each thread of a quad");
 __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
