@@ -1373,7 +1373,7 @@ static int cmp_u64(const void *x, const void *y)
  * last arrival the blocks leave, and which block arrives last most often. */
 static void mega_trace_barriers(const cu_mega *mk)
 {
-    const int n = mk->a.n_layers, g = mk->nblk;
+    const int n = mk->a.n_layers, g = mk->nblk, nl = n > 1 ? n - 1 : 1;   /* layers 1..n-1 averaged */
     size_t cnt = (size_t)n * MK_NBAR * g * 2;
     unsigned long long *t = (unsigned long long *)malloc(cnt * 8), *arr = (unsigned long long *)malloc((size_t)g * 8);
     int *lastb = (int *)calloc((size_t)g, sizeof(int));
@@ -1426,9 +1426,9 @@ static void mega_trace_barriers(const cu_mega *mk)
         int best = 0;
         for (int b = 1; b < g; b++)
             best = lastb[b] > lastb[best] ? b : best;
-        const double k = 1000.0 * (n > 1 ? n - 1 : 1);
+        const double k = 1000.0 * nl;
         fprintf(stderr, "  sync%d %6.2f %6.2f   leave %6.2f %6.2f   attn %6.2f ssm %6.2f   block %d (%d of %d)\n",
-                j + 1, fm / k, ml / k, lv / k, lvmax / k, la / k, ls / k, best, lastb[best], n > 1 ? n - 1 : 1);
+                j + 1, fm / k, ml / k, lv / k, lvmax / k, la / k, ls / k, best, lastb[best], nl);
     }
     fprintf(stderr, "  (smallest step between two arrivals: %llu ns)\n", step);
     free(t);
@@ -1447,7 +1447,7 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
     if (!mk || !mk->a.trace || ++mk->traced != 64)
         return;
     (void)ctx;
-    int n = mk->a.n_layers;
+    const int n = mk->a.n_layers, nl = n > 1 ? n - 1 : 1;   /* layers 1..n-1 averaged */
     size_t bytes = (size_t)(n + 1) * MK_TRACE * 8;
     long long *t = (long long *)malloc(bytes);
     if (!t || cudaMemcpy(t, mk->a.trace, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
@@ -1471,7 +1471,7 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
                 acc[h] += (double)(e[1] - e[0]);
             }
         for (int h = 0; h < 2; h++)
-            acc[h] = acc[h] / (n > 1 ? n - 1 : 1) * us_per_cyc;
+            acc[h] = acc[h] / nl * us_per_cyc;
         tot += acc[0];
         fprintf(stderr, "  %-14s %7.2f %7.2f\n", name[k], acc[0], acc[1]);
     }
@@ -1485,8 +1485,8 @@ void cu_mega_trace_report(cu_ctx *ctx, cu_model *m)
                     const long long *e = t + (size_t)L * MK_TRACE;
                     acc[h] += e[32 + 16 * h + k] ? (double)(e[32 + 16 * h + k] - e[16 * h + from[k]]) : 0.0;
                 }
-            fprintf(stderr, "  sub%-2d (from %2d) %7.2f %7.2f\n", k, from[k], acc[0] / (n > 1 ? n - 1 : 1) * us_per_cyc,
-                    acc[1] / (n > 1 ? n - 1 : 1) * us_per_cyc);
+            fprintf(stderr, "  sub%-2d (from %2d) %7.2f %7.2f\n", k, from[k], acc[0] / nl * us_per_cyc,
+                    acc[1] / nl * us_per_cyc);
         }
     }
     free(t);
