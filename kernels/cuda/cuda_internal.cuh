@@ -64,15 +64,15 @@ typedef struct cu_mega cu_mega;
 typedef struct cu_scratch {
     int rows;
     bf16 *x, *hn, *u, *att, *uc, *sout, *m, *delta, *dt, *xp, *gu, *act, *y, *lbf;
-    float *dbc, *part, *xpart, *ml, *o, *ws, *logits, *urand;
+    float *dbc, *part, *xpart, *ml, *o, *ws, *logits;
     float *plog;        /* decode: [rows][vocab] logits after the repetition penalty */
-    int32_t *ids, *out_ids;
+    int32_t *ids;
     int32_t *rep;       /* decode: [rows][HY_SAMPLE_MAX_REPEAT] penalty windows */
     int32_t *hrep;      /* pinned copy of rep */
     cu_desc *desc;
-    cu_desc *hdesc;     /* pinned host copy */
-    int32_t *hids;      /* pinned */
-    float *hurand;      /* pinned */
+    cu_desc *hdesc;     /* pinned host copy (the persistent decode kernel reads it in place) */
+    int32_t *hids;      /* pinned: the sampler's chosen ids, written in place */
+    float *hurand;      /* pinned: the sampler's uniforms, read in place */
     int nsplit_attn_max;
     size_t bytes;
 } cu_scratch;
