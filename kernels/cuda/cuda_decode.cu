@@ -80,7 +80,7 @@ struct mk_args {
     int xh;                   /* floats in each half of the GEMV input (mk_xput) */
     int pf;                   /* 0: the prefetch warp idles (HYMBA_CUDA_MEGA_PF=0) */
     float eps, scale;
-    const cu_desc *desc;      /* [1]: position, token, state pointers */
+    const cu_desc *desc;      /* [1]: position, token, state pointers (pinned host memory: read once per block) */
     /* scratch, all written and read inside one launch (loaded with ld.cg:
      * another block wrote them behind a barrier) */
     bf16 *x[2];               /* [H] residual stream, ping-pong */
@@ -910,7 +910,8 @@ __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
 #define MK_QUIET ((1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 9) | \
                   (1u << 10) | (1u << 12) | (1u << 14) | (1u << 15))   /* marks k: [k, k + 1) is quiet */
 
-/* Product s of the step: 4 L + (0 out_proj, 1 gate/up, 2 down, 3 in_proj of layer L + 1). */
+/* Product s of the step: 4 L + (0 out_proj, 1 gate/up, 2 down, 3 in_proj of layer L + 1, or after
+ * the last layer the LM head: its first rows land in L2 while the last layer ends, RESULTS step 100). */
 struct mk_pfprod {
     const char *W;   /* [N][rowb] bytes */
     int N, rowb, R;  /* rows, bytes per row, rows per warp item (mk_gemv's R) */
@@ -919,6 +920,8 @@ struct mk_pfprod {
 __device__ mk_pfprod mk_pf_prod(const mk_args &a, int s)
 {
     const mk_layer *l = a.L + (s >> 2);
+    if ((s & 3) == 3 && (s >> 2) + 1 == a.n_layers)   /* after the last layer's down: the LM head */
+        return { reinterpret_cast<const char *>(a.lm_head), a.V, a.H * 2, 1 };
     switch (s & 3) {
     case 0: return { reinterpret_cast<const char *>(l->out_proj), a.H, a.Di * 2, 1 };
     case 1: return { reinterpret_cast<const char *>(l->gu), 2 * a.I, a.H * 2, 2 };
@@ -944,7 +947,7 @@ __device__ __noinline__ void mk_prefetch(const mk_args &a)
     if (!a.pf)
         return;
     const int lane = threadIdx.x & 31;
-    const int g = gridDim.x, b = blockIdx.x, last = 4 * a.n_layers - 2;   /* the last layer's down */
+    const int g = gridDim.x, b = blockIdx.x, last = 4 * a.n_layers - 1;   /* the LM head */
     const unsigned quiet = MK_QUIET;   /* a local: its code's layout measured 1 % faster (RESULTS step 57) */
     int first = 0;                          /* the first product not being read yet */
     int s = 0, r = 0, w = 0, off = 0, ps = -1;   /* cursor: product, round, warp of the block, byte */
@@ -1113,6 +1116,8 @@ __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg
     if (MK_SUBTRACE && threadIdx.x == 0)
         mk_sub = NULL;   /* the last layer's sub-marks are its own */
     mk_resnorm(a, a.x[xi], true, NULL, xs, fs, red);   /* the last residual is not needed */
+    if (threadIdx.x == 0)   /* the LM head is being read: the prefetch warp is done (mk_pf_start) */
+        *(volatile unsigned *)&mk_phase = a.n_layers * 16 + 1;
     mk_gemv<1, 8>(a.lm_head, a.V, a.H, xs, a.xh, MK_OUT_F32, NULL, a.logits);
     if (TRACE && blockIdx.x == 0 && threadIdx.x == 0) {
         a.trace[a.n_layers * MK_TRACE + 1] = (long long)globaltimer();
