@@ -438,7 +438,7 @@ int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *t
             lg = sc->plog;
         }
         /* the sampler reads its uniforms from and writes the chosen ids to the pinned staging (mapped): two
-         * copies fewer per step, ~10 us of a batch-1 step (RESULTS step 99) */
+         * copies fewer per step (RESULTS step 99) */
         cu_sample_args sa = { lg, m->a.vocab, m->a.vocab, B, sp->temperature, sp->top_p, sp->min_p,
                               sp->top_k, sc->hurand, sc->hids };
         CK(cu_sample(&sa, s));
