@@ -133,6 +133,7 @@ void cu_graphs_drop(cu_model *m)
             cudaGraphExecDestroy(m->graphs[i]);
     if (m->graphs)
         memset(m->graphs, 0, sizeof(*m->graphs) * (size_t)m->n_graphs);
+    m->graph1_mega = 0;
 }
 
 /* ------------------------------------------------------------ linear layers */
@@ -372,6 +373,8 @@ static int decode_capture(cu_ctx *ctx, cu_model *m, int B, hy_err *err)
         m->graphs[B] = NULL;
         return cu_fail(ctx, err, e, "cudaGraphInstantiate (decode step)", __FILE__, __LINE__);
     }
+    if (B == 1)
+        m->graph1_mega = mega;
     if (ctx->verbose)
         fprintf(stderr, "hymba: cuda: captured the decode step for batch %d\n", B);
     return 0;
@@ -420,7 +423,7 @@ int cu_forward_decode(cu_ctx *ctx, cu_model *m, cu_state **sts, const int32_t *t
     }
     if (!m->graphs[B] && (r = decode_capture(ctx, m, B, err)) < 0)
         return r;
-    if (!(B == 1 && m->mk))   /* decode_capture: the persistent kernel reads hdesc itself */
+    if (!(B == 1 && m->graph1_mega))   /* the persistent kernel reads hdesc itself */
         CK(cudaMemcpyAsync(sc->desc, sc->hdesc, (size_t)B * sizeof(cu_desc), cudaMemcpyHostToDevice, s));
     CK(cudaGraphLaunch(m->graphs[B], s));
     if (sp) {

@@ -92,6 +92,7 @@ typedef struct cu_model {
     cu_scratch pf, dc;
     cudaGraphExec_t *graphs;   /* [dc.rows + 1] decode step per batch size */
     int n_graphs;
+    int graph1_mega;    /* graphs[1] is the persistent kernel, which reads dc.hdesc in place (no copy to dc.desc) */
     cu_state *snap;     /* the state after the meta tokens */
     cu_mega *mk;        /* batch-1 decode as one persistent kernel (NULL: off or unsupported) */
     int mk_tried;
