@@ -33,7 +33,11 @@ using namespace cudev;
  * Code size matters as much as arithmetic: each phase's code runs once per
  * layer per SM, so the phases are small, non-unrolled functions (a first
  * version with fully unrolled attention variants had 1 MB of code and ran
- * its small phases 3-4x slower).
+ * its small phases 3-4x slower).  They are inlined into the kernel: as
+ * separate (noinline) functions they shared one register budget through the
+ * call ABI, the kernel body spilled around every call, and one hungry
+ * function made every other one spill; inlined, the code is 12 % larger and
+ * the step 3 % faster (RESULTS step 109).
  */
 
 #define MK_THREADS 480      /* the threads that run the phases: 15 warps */
@@ -297,8 +301,8 @@ __device__ __forceinline__ float dot8x(uint4 w, float4 lo, float4 hi)
  * before the first is used.
  */
 template <int R, int U>
-__device__ __noinline__ void mk_gemv(const bf16 *W, int N, int K, const float *xs, int xh, int mode, bf16 *out,
-                                    float *outf)
+__device__ __forceinline__ void mk_gemv(const bf16 *W, int N, int K, const float *xs, int xh, int mode, bf16 *out,
+                                       float *outf)
 {
     const int lane = threadIdx.x & 31;
     const int kv = K >> 3;
@@ -365,8 +369,8 @@ __device__ __forceinline__ bf16 *mk_avg_w(const mk_args &a, float *fs) { return 
  * bytes: all blocks read the same few KB at once, and a round of that in
  * 2-byte loads took ~1.7 us, in 16-byte ones 0.85 (RESULTS step 70).
  */
-__device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, float *xs, float *fs,
-                                       float *red)
+__device__ __forceinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool add, bf16 *xout, float *xs,
+                                          float *fs, float *red)
 {
     const bf16 *ws = mk_norm_w(a, fs);   /* staged by the barrier before (mk_stage) */
     const uint4 *xv = reinterpret_cast<const uint4 *>(xin), *yv = reinterpret_cast<const uint4 *>(a.y);
@@ -402,8 +406,8 @@ __device__ __noinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bool 
  * then each slice's x_proj partials (tensor-core products, measured 2 %
  * faster than a warp sum per row); the slice's x_proj columns (xw: bf16
  * [P][MK_XWL]) are staged in shared memory by cp.async while the conv runs. */
-__device__ __noinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
-                                           float *ucs, bf16 *xw, int b, int nb)
+__device__ __forceinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
+                                              float *ucs, bf16 *xw, int b, int nb)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, dc = a.dc, Di = a.Di, P = a.P;
@@ -483,7 +487,7 @@ __device__ __forceinline__ void mk_rope_load(const mk_args &a, const bf16 *hd, i
 }
 
 /* Phase B, owner layers: rotate k and store k, v into the cache slot of this position. */
-__device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer)
+__device__ __forceinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer)
 {
     const int pos = d.pos, half = a.dq / 2;
     const int slot = kv_slot(l.gd, pos);
@@ -505,8 +509,8 @@ __device__ __noinline__ void mk_kv_store(const mk_args &a, const mk_layer &l, co
  * norm weights) into shared memory, so phase C waits only for what phase B
  * computes (x_proj partials, conv output): two HBM round trips fewer on the
  * critical path; this phase is the attention's length anyway. */
-__device__ __noinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer, int b,
-                                          float *sst)
+__device__ __forceinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer, int b,
+                                             float *sst)
 {
     const mk_sst t = mk_sst_layout(a.cpb, a.R);
     const int cbeg = b * a.cpb, cnt = min(a.cpb, a.Di - cbeg), R = a.R;
@@ -538,7 +542,7 @@ __device__ __noinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l, c
  * RMSNorms) into dbc; part: shared memory for the partial sums (mk_smem's
  * att, free in phase C).  nq threads per 4 values, each over every nq-th
  * slice, in 16-byte loads (1 % faster than 4-byte ones, RESULTS step 72). */
-__device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *dbc, float *part)
+__device__ __forceinline__ void mk_dbc(const mk_args &a, const float *sst, float *dbc, float *part)
 {
     const int nslice = (a.Di + MK_SLICE - 1) / MK_SLICE, P = a.P, ld = mk_xpart_ld(P), nv = ld / 4;
     const mk_sst t = mk_sst_layout(a.cpb, a.R);
@@ -599,8 +603,8 @@ __device__ __noinline__ void mk_dbc(const mk_args &a, const float *sst, float *d
  * state) took two: +1.0 %, RESULTS step 87); the inputs staged by
  * mk_ssm_stage; only the conv output and the gate come from global memory. */
 static_assert(CU_D_STATE == 16, "mk_ssm: four states on each thread of a quad");
-__device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
-                                    const float *dbc, const float *sst, int b)
+__device__ __forceinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const cu_desc &d, int layer,
+                                       const float *dbc, const float *sst, int b)
 {
     const mk_sst t = mk_sst_layout(a.cpb, a.R);
     const int cbeg = b * a.cpb, cnt = min(a.cpb, a.Di - cbeg);
@@ -660,7 +664,7 @@ __device__ __noinline__ void mk_ssm(const mk_args &a, const mk_layer &l, const c
  *   instructions per warp where one thread per output ran a chain of 64;
  *   softmax: one warp per head.
  */
-__device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const cu_desc &d, float *sm)
+__device__ __forceinline__ void mk_attn(const mk_args &a, const mk_layer &l, const cu_desc &d, float *sm)
 {
     const int unit = blockIdx.x;
     if (unit >= a.nu)
@@ -809,7 +813,7 @@ __device__ __noinline__ void mk_attn(const mk_args &a, const mk_layer &l, const 
 
 /* Phase C: merge the key splits of each (head, column) into att (bf16
  * values), block b of nb; all of a column's partials are loaded at once. */
-__device__ __noinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
+__device__ __forceinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
 {
     const int n = a.nh * a.dv, nsa = a.nsa;
     const int per = (n + nb - 1) / nb;
@@ -842,7 +846,7 @@ __device__ __noinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
 }
 
 /* Phase D prologue: xs = bf16(bf16(RMS(att; avg1) + RMS(ssm; avg2)) / 2), every block. */
-__device__ __noinline__ void mk_preavg(const mk_args &a, float *xs, float *fs, float *red)
+__device__ __forceinline__ void mk_preavg(const mk_args &a, float *xs, float *fs, float *red)
 {
     float *as = fs, *ss = fs + a.Di;
     const bf16 *w1 = mk_avg_w(a, fs), *w2 = w1 + a.Di;   /* staged by the barrier before */
@@ -942,7 +946,7 @@ __device__ __forceinline__ unsigned mk_pf_start(int s)
     }
 }
 
-__device__ __noinline__ void mk_prefetch(const mk_args &a)
+__device__ __forceinline__ void mk_prefetch(const mk_args &a)
 {
     if (!a.pf)
         return;
@@ -1002,9 +1006,9 @@ template <bool TRACE>
 __global__ void __launch_bounds__(MK_BLOCK_THREADS, 1) k_decode_mega(mk_args arg)
 {
     extern __shared__ __align__(16) float smf[];
-    /* The arguments in shared memory: the phases are separate functions, and
-     * a reference to the parameter block would make every thread copy it to
-     * its stack and read it back through L1 (measured: 7 % of the step). */
+    /* The arguments in shared memory: when the phases were separate functions,
+     * a reference to the parameter block made every thread copy it to its
+     * stack and read it back through L1 (measured: 7 % of the step). */
     __shared__ mk_args a;
     __shared__ float red[32];
     __shared__ __align__(16) mk_layer l;    /* this layer's pointers: no reload from global after each store */
