@@ -431,17 +431,18 @@ __device__ __forceinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &
             const int cl = threadIdx.x, c = c0 + cl;
             float v = 0.0f;
             if (cl < cn) {
+                /* the window: the state's dc-1 newest inputs, then this one (selected per k, not
+                 * stored at win[dc - 1]: that index made win a local-memory array) */
+                const float xn = ldb(xsrc + c);
                 float win[8], w[8];
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    win[k] = k + 1 < dc ? st[(size_t)(k + 1) * Di + c] : 0.0f;
+                    win[k] = k + 1 < dc ? st[(size_t)(k + 1) * Di + c] : k + 1 == dc ? xn : 0.0f;
                     w[k] = k < dc ? b2f(cw[c * dc + k]) : 0.0f;
                 }
-                float xn = ldb(xsrc + c), acc = cb ? cb[c] : 0.0f;
+                float acc = cb ? cb[c] : 0.0f;
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    if (k == dc - 1)
-                        win[k] = xn;
                     if (k < dc) {
                         acc += w[k] * win[k];
                         st[(size_t)k * Di + c] = win[k];
