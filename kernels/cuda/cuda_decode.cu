@@ -268,7 +268,7 @@ __device__ __forceinline__ void mk_sync(const mk_args &a, unsigned *bar, unsigne
  * by cp.async; the reader waits (cp_async_wait_all) before a block barrier. */
 __device__ __forceinline__ void mk_stage(const bf16 *src, int n, bf16 *dst)
 {
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < n / 8; i += MK_THREADS)
         cp_async16(dst + 8 * i, src + 8 * i);
     cp_async_commit();
@@ -379,7 +379,7 @@ __device__ __forceinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bo
     const bf16 *ws = mk_norm_w(a, fs);   /* staged by the barrier before (mk_stage) */
     const uint4 *xv = reinterpret_cast<const uint4 *>(xin), *yv = reinterpret_cast<const uint4 *>(a.y);
     float ss = 0.0f;
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < a.H / 8; i += MK_THREADS) {
         const uint4 xr = __ldcg(xv + i), yr = add ? __ldcg(yv + i) : make_uint4(0, 0, 0, 0);
         float x[8], y[8];
@@ -401,7 +401,7 @@ __device__ __forceinline__ void mk_resnorm(const mk_args &a, const bf16 *xin, bo
     ss = mk_block_sum(ss, red);
     MK_SUB(13);
     float r = rsqrtf(ss / (float)a.H + a.eps);
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < a.H; i += MK_THREADS)
         mk_xput(xs, a.xh, i, bfr(b2f(ws[i]) * bfr(fs[i] * r)));
     mk_bsync();
@@ -423,7 +423,7 @@ __device__ __forceinline__ void mk_conv_xproj(const mk_args &a, const mk_layer &
     const float *cb = l.conv_b;
     for (int sl = b; sl < nslice; sl += nb) {
         const int c0 = sl * MK_SLICE, cn = min(MK_SLICE, Di - c0), pc = cn / 8;
-        #pragma unroll 1
+#pragma unroll 1
         for (int i = threadIdx.x; i < P * pc; i += MK_THREADS)
             cp_async16(xw + (i / pc) * MK_XWL + 8 * (i % pc), xp + (size_t)(i / pc) * Di + c0 + 8 * (i % pc));
         cp_async_commit();
@@ -501,7 +501,7 @@ __device__ __forceinline__ void mk_kv_store(const mk_args &a, const mk_layer &l,
     const int slot = kv_slot(l.gd, pos);
     bf16 *K = d.kv[2 * layer] + (size_t)slot * a.nkv * a.dq;
     bf16 *V = d.kv[2 * layer + 1] + (size_t)slot * a.nkv * a.dv;
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < a.nkv * half; i += MK_THREADS) {
         int h = i / half, j = i % half;
         float x0, x1;
@@ -509,7 +509,7 @@ __device__ __forceinline__ void mk_kv_store(const mk_args &a, const mk_layer &l,
         K[h * a.dq + j] = f2b(x0);
         K[h * a.dq + j + half] = f2b(x1);
     }
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < a.nkv * a.dv; i += MK_THREADS)
         V[i] = f2b(ldb(a.u + l.v_off + i));
 }
@@ -526,28 +526,29 @@ __device__ __forceinline__ void mk_ssm_stage(const mk_args &a, const mk_layer &l
     const int cbeg = b * a.cpb, cnt = min(a.cpb, a.Di - cbeg), R = a.R;
     if (cnt > 0) {
         const float *h = d.ssm + ((size_t)layer * a.Di + cbeg) * CU_D_STATE;
-        #pragma unroll 1
+#pragma unroll 1
         for (int i = threadIdx.x; i < cnt * CU_D_STATE; i += MK_THREADS) {
             cp_async4(sst + t.h + i, h + i);
             cp_async4(sst + t.A + i, l.A + (size_t)cbeg * CU_D_STATE + i);
         }
         const unsigned *dw = reinterpret_cast<const unsigned *>(l.dt_w + (size_t)cbeg * R);   /* cbeg, cnt even */
-        #pragma unroll 1
+#pragma unroll 1
         for (int i = threadIdx.x; i < cnt * R / 2; i += MK_THREADS)
             cp_async4(sst + t.dtw + i, dw + i);
-        #pragma unroll 1
+#pragma unroll 1
         for (int i = threadIdx.x; i < cnt; i += MK_THREADS) {
             cp_async4(sst + t.D + i, l.D + cbeg + i);
             cp_async4(sst + t.dtb + i, l.dt_b + cbeg + i);
         }
         cp_async_commit();
     }
-    if (a.norms)
-        #pragma unroll 1
+    if (a.norms) {
+#pragma unroll 1
         for (int i = threadIdx.x; i < R + 2 * CU_D_STATE; i += MK_THREADS) {
             const int j = i - R - CU_D_STATE;
             sst[t.nw + i] = b2f(i < R ? l.dt_norm[i] : j < 0 ? l.B_norm[i - R] : l.C_norm[j]);
         }
+    }
     cp_async_wait_all();
     mk_bsync();
 }
@@ -562,11 +563,11 @@ __device__ __forceinline__ void mk_dbc(const mk_args &a, const float *sst, float
     const mk_sst t = mk_sst_layout(a.cpb, a.R);
     const int nq = max(1, MK_THREADS / nv);
     const float4 *xp = reinterpret_cast<const float4 *>(a.xpart);   /* [nslice][nv] */
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < nv * nq; i += MK_THREADS) {
         const int v4 = i % nv, q = i / nv;
         float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        #pragma unroll 1
+#pragma unroll 1
         for (int k0 = q; k0 < nslice; k0 += 4 * nq) {
             float4 v[4];
 #pragma unroll
@@ -586,7 +587,7 @@ __device__ __forceinline__ void mk_dbc(const mk_args &a, const float *sst, float
     }
     mk_bsync();
     MK_SUB(7);
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < P; i += MK_THREADS) {
         float s = 0.0f;
         for (int q = 0; q < nq; q++)
@@ -631,7 +632,7 @@ __device__ __forceinline__ void mk_ssm(const mk_args &a, const mk_layer &l, cons
     const bf16 *dtw = reinterpret_cast<const bf16 *>(sst + t.dtw);   /* [cnt][R] */
     const int work = cnt * 4, lim = (work + 31) & ~31;   /* a quad of threads per channel; whole warps: shuffles */
     MK_SUB(10);
-    #pragma unroll 1
+#pragma unroll 1
     for (int idx = threadIdx.x; idx < lim; idx += MK_THREADS) {
         const bool valid = idx < work;
         const int q = idx & 3, cl = valid ? idx >> 2 : cnt - 1, c = cbeg + cl;
@@ -835,7 +836,7 @@ __device__ __forceinline__ void mk_attn_merge(const mk_args &a, int b, int nb)
 {
     const int n = a.nh * a.dv, nsa = a.nsa;
     const int per = (n + nb - 1) / nb;
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = b * per + threadIdx.x; i < min(n, (b + 1) * per); i += MK_THREADS) {
         const int h = i / a.dv, e = i % a.dv;
         const float *ml = a.ml + (size_t)h * nsa * 2;
@@ -871,7 +872,7 @@ __device__ __forceinline__ void mk_preavg(const mk_args &a, float *xs, float *fs
     const bf16 *w1 = mk_avg_w(a, fs), *w2 = w1 + a.Di;   /* staged by the barrier before */
     float s1 = 0.0f, s2 = 0.0f;
     const float4 *av = reinterpret_cast<const float4 *>(a.att), *sv = reinterpret_cast<const float4 *>(a.sout);
-    #pragma unroll 1
+#pragma unroll 1
     for (int i0 = threadIdx.x; i0 < a.Di / 4; i0 += 2 * MK_THREADS) {   /* two of each in flight, 16 bytes each */
         float4 at[2], st[2];
 #pragma unroll
@@ -896,7 +897,7 @@ __device__ __forceinline__ void mk_preavg(const mk_args &a, float *xs, float *fs
     s2 = mk_block_sum(s2, red);
     MK_SUB(15);
     float r1 = rsqrtf(s1 / (float)a.Di + a.eps), r2 = rsqrtf(s2 / (float)a.Di + a.eps);
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < a.Di; i += MK_THREADS) {
         float n1 = bfr(b2f(w1[i]) * bfr(as[i] * r1));
         float n2 = bfr(b2f(w2[i]) * bfr(ss[i] * r2));
@@ -909,7 +910,7 @@ __device__ __forceinline__ void mk_preavg(const mk_args &a, float *xs, float *fs
 __device__ void mk_load_vec(const bf16 *src, int n, float *xs, int xh)
 {
     const uint4 *s = reinterpret_cast<const uint4 *>(src);
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = threadIdx.x; i < n / 8; i += MK_THREADS) {
         float f[8];
         unpack8(__ldcg(s + i), f);
