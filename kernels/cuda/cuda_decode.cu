@@ -155,6 +155,9 @@ __host__ __device__ static inline mk_sst mk_sst_layout(int cpb, int R)
  * phase C sums them in 16-byte loads. */
 __host__ __device__ static inline int mk_xpart_ld(int P) { return (P + 3) & ~3; }
 
+/* Floats of mk_dbc's partial sums [nq][ld] (nq * ld <= this), before its sums of squares. */
+__host__ __device__ static inline int mk_part_floats(int ld) { return 4 * MK_THREADS > ld ? 4 * MK_THREADS : ld; }
+
 #define MK_AK 128            /* keys of one attention chunk (staged in shared memory) */
 
 static_assert(MK_AK / 16 <= MK_WARPS && 128 / 16 <= MK_WARPS, "mk_attn: a warp per 16 keys, per 16 value columns");
@@ -192,7 +195,7 @@ __host__ __device__ static inline mk_smem mk_smem_layout(int H, int Di, int I, i
     /* phase B: the x_proj columns (bf16 [P rounded up to 16][MK_XWL], aligned) at s.att */
     const int xw_end = s.att + 4 + ((P + 15) & ~15) * MK_XWL / 2;
     s.total = s.total > xw_end ? s.total : xw_end;
-    const int ld = mk_xpart_ld(P), part_end = s.att + (4 * MK_THREADS > ld ? 4 * MK_THREADS : ld);   /* [nq][ld] */
+    const int ld = mk_xpart_ld(P), part_end = s.att + mk_part_floats(ld) + 3 * MK_WARPS;   /* [nq][ld], [MK_WARPS][3] */
     s.sst = xw_end > part_end ? xw_end : part_end;   /* phases B and C of the SSM blocks: mk_sst, after both */
     const int sst_end = s.sst + mk_sst_layout(cpb, R).total;
     s.total = s.total > sst_end ? s.total : sst_end;
@@ -587,32 +590,46 @@ __device__ __forceinline__ void mk_dbc(const mk_args &a, const float *sst, float
     }
     mk_bsync();
     MK_SUB(7);
-#pragma unroll 1
-    for (int i = threadIdx.x; i < P; i += MK_THREADS) {
-        float s = 0.0f;
+    /* thread i < P: value i (P <= MK_THREADS: mega_unsupported) */
+    const int i = threadIdx.x, lane = i & 31, warp = i >> 5, R = a.R;
+    float x = 0.0f;
+    if (i < P) {
         for (int q = 0; q < nq; q++)
-            s += part[q * ld + i];
-        dbc[i] = bfr(s);
+            x += part[q * ld + i];
+        x = bfr(x);
+    }
+    if (!a.norms) {
+        if (i < P)
+            dbc[i] = x;
+        mk_bsync();
+        MK_SUB(8);
+        return;
+    }
+    /* the RMSNorms of dt, B and C: each warp's sums of squares of its values
+     * of each, then every value normalized, one block barrier in between
+     * (three warps that each summed and normalized one vector took two
+     * barriers and a chain of dependent loads: 0.5-1 % slower, RESULTS step 124) */
+    const int seg = i < R ? 0 : i < R + CU_D_STATE ? 1 : 2;
+    const float x2 = i < P ? x * x : 0.0f;
+    const float q0 = warp_sum(seg == 0 ? x2 : 0.0f), q1 = warp_sum(seg == 1 ? x2 : 0.0f),
+                q2 = warp_sum(seg == 2 ? x2 : 0.0f);
+    float *sq = part + mk_part_floats(ld);   /* [MK_WARPS][3], past the partial sums */
+    if (lane == 0) {
+        sq[3 * warp] = q0;
+        sq[3 * warp + 1] = q1;
+        sq[3 * warp + 2] = q2;
     }
     mk_bsync();
     MK_SUB(8);
-    if (a.norms) {
-        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-        float *v = warp == 0 ? dbc : warp == 1 ? dbc + a.R : dbc + a.R + CU_D_STATE;
-        const float *w = sst + t.nw + (v - dbc);   /* staged by mk_ssm_stage */
-        int len = warp == 0 ? a.R : CU_D_STATE;
-        if (warp < 3) {
-            float ss = 0.0f;
-            for (int i = lane; i < len; i += 32)
-                ss += v[i] * v[i];
-            ss = warp_sum(ss);
-            float r = rsqrtf(ss / (float)len + a.eps);
-            for (int i = lane; i < len; i += 32)
-                v[i] = bfr(w[i] * bfr(v[i] * r));
-        }
-        mk_bsync();
-        MK_SUB(9);
+    if (i < P) {
+        float ss = 0.0f;
+        for (int w = 0; w < (P + 31) / 32; w++)
+            ss += sq[3 * w + seg];
+        const float r = rsqrtf(ss / (float)(seg == 0 ? R : CU_D_STATE) + a.eps);
+        dbc[i] = bfr(sst[t.nw + i] * bfr(x * r));   /* the weights staged by mk_ssm_stage */
     }
+    mk_bsync();
+    MK_SUB(9);
 }
 
 /* Phase C: the SSM step of the channels of block b (cpb of them): a quad
@@ -1192,6 +1209,8 @@ static const char *mega_unsupported(const cu_model *m)
         return "attention width != d_inner";
     if (a->d_conv > 8)
         return "d_conv > 8";
+    if (a->dt_rank + 2 * CU_D_STATE > MK_THREADS)   /* mk_dbc: a thread per dt, B, C value */
+        return "dt_rank + 2 d_state > the block's threads";
     for (int L = 0; L < a->n_layers; L++) {
         if ((uintptr_t)m->L[L].x_proj % 16)
             return "an x_proj matrix not 16-byte aligned";
