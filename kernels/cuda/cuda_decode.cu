@@ -1209,8 +1209,8 @@ static const char *mega_unsupported(const cu_model *m)
         return "attention width != d_inner";
     if (a->d_conv > 8)
         return "d_conv > 8";
-    if (a->dt_rank + 2 * CU_D_STATE > MK_THREADS)   /* mk_dbc: a thread per dt, B, C value */
-        return "dt_rank + 2 d_state > the block's threads";
+    if (a->dt_rank + 2 * a->d_state > MK_THREADS)   /* mk_dbc: a thread per dt, B, C value */
+        return "dt_rank + 2 d_state above the block's threads";
     for (int L = 0; L < a->n_layers; L++) {
         if ((uintptr_t)m->L[L].x_proj % 16)
             return "an x_proj matrix not 16-byte aligned";
