@@ -152,7 +152,7 @@ static int rm_config_write(const char *dir, const rm_cfg *c)
             "  \"intermediate_size\": %d,\n  \"sliding_window\": %d,\n  \"num_memory_tokens\": %d,\n"
             "  \"memory_tokens_interspersed_every\": 0,\n  \"mamba_expand\": %d,\n  \"mamba_d_state\": %d,\n"
             "  \"mamba_d_conv\": %d,\n  \"mamba_dt_rank\": %d,\n  \"mamba_conv_bias\": true,\n"
-            "  \"mamba_proj_bias\": false,\n  \"mamba_inner_layernorms\": true,\n  \"num_mamba\": 1,\n"
+            "  \"mamba_proj_bias\": false,\n  \"mamba_inner_layernorms\": %s,\n  \"num_mamba\": 1,\n"
             "  \"num_experts\": 1,\n  \"num_experts_per_tok\": 1,\n  \"hidden_act\": \"silu\",\n"
             "  \"mlp_hidden_act\": \"silu\",\n  \"kq_norm\": \"none\",\n  \"rope\": true,\n"
             "  \"rope_type\": \"ntk\",\n  \"rope_theta\": 10000.0,\n  \"max_position_embeddings\": 8192,\n"
@@ -160,7 +160,7 @@ static int rm_config_write(const char *dir, const rm_cfg *c)
             "  \"tie_word_embeddings\": true,\n  \"torch_dtype\": \"%s\",\n  \"kv_reuse_every_i_layer\": -1,\n",
             c->vocab, c->hidden, c->layers, c->heads, c->kv_heads, c->expand * c->hidden / c->heads,
             c->inter, c->window, c->n_meta, c->expand, c->d_state, c->d_conv, c->dt_rank,
-            c->dtype == HY_ST_BF16 ? "bfloat16" : c->dtype == HY_ST_F16 ? "float16" : "float32");
+            c->no_inner_norms ? "false" : "true", c->dtype == HY_ST_BF16 ? "bfloat16" : c->dtype == HY_ST_F16 ? "float16" : "float32");
     fprintf(f, "  \"global_attn_idx\": [");
     for (int L = 0, k = 0; L < c->layers; L++)
         if (c->is_global[L])
@@ -211,9 +211,11 @@ int rm_write(const char *dir, const rm_cfg *c, rm_model *out)
         l->conv_w = rm_add(w, T("mamba.conv1d.weight"), 3, Di, 1, c->d_conv, RM_NORMAL, 0.5);
         l->conv_b = rm_add(w, T("mamba.conv1d.bias"), 1, Di, 0, 0, RM_NORMAL, 0.1);
         l->x_proj = rm_add(w, T("mamba.x_proj.0.weight"), 2, R + 2 * N, Di, 0, RM_NORMAL, 1.0 / sqrt(Di));
-        l->dt_norm = rm_add(w, T("mamba.dt_layernorm.weight"), 1, R, 0, 0, RM_NORM_W, 0);
-        l->B_norm = rm_add(w, T("mamba.B_layernorm.weight"), 1, N, 0, 0, RM_NORM_W, 0);
-        l->C_norm = rm_add(w, T("mamba.C_layernorm.weight"), 1, N, 0, 0, RM_NORM_W, 0);
+        if (!c->no_inner_norms) {
+            l->dt_norm = rm_add(w, T("mamba.dt_layernorm.weight"), 1, R, 0, 0, RM_NORM_W, 0);
+            l->B_norm = rm_add(w, T("mamba.B_layernorm.weight"), 1, N, 0, 0, RM_NORM_W, 0);
+            l->C_norm = rm_add(w, T("mamba.C_layernorm.weight"), 1, N, 0, 0, RM_NORM_W, 0);
+        }
         l->dt_w = rm_add(w, T("mamba.dt_proj.0.weight"), 2, Di, R, 0, RM_NORMAL, 0.5 / sqrt(R));
         l->dt_b = rm_add(w, T("mamba.dt_proj.0.bias"), 1, Di, 0, 0, RM_DT_BIAS, 0);
         l->A_log = rm_add(w, T("mamba.A_log.0"), 2, Di, N, 0, RM_ALOG, 0);
@@ -392,9 +394,11 @@ void rm_forward(const rm_model *m, const int32_t *ids, int T, int ref_decode_fro
         memset(h, 0, (size_t)Di * N * sizeof(double));
         for (int i = 0; i < S; i++) {
             lin(xp, l->x_proj, uc + (size_t)i * Di, R + 2 * N, Di);
-            rmsn(xp, xp, l->dt_norm, R);
-            rmsn(xp + R, xp + R, l->B_norm, N);
-            rmsn(xp + R + N, xp + R + N, l->C_norm, N);
+            if (!c->no_inner_norms) {
+                rmsn(xp, xp, l->dt_norm, R);
+                rmsn(xp + R, xp + R, l->B_norm, N);
+                rmsn(xp + R + N, xp + R + N, l->C_norm, N);
+            }
             lin(dl, l->dt_w, xp, Di, R);
             for (int ch = 0; ch < Di; ch++) {
                 double v = dl[ch] + l->dt_b[ch];

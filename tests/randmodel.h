@@ -13,6 +13,7 @@ typedef struct rm_cfg {
     int kv_src[RM_MAX_LAYERS];     /* producer of each layer's K/V (== L for owners) */
     int is_global[RM_MAX_LAYERS];
     hy_st_dtype dtype;             /* HY_ST_F32, HY_ST_BF16 or HY_ST_F16 */
+    int no_inner_norms;            /* 1: mamba_inner_layernorms false (no RMSNorms of dt, B, C) */
     uint64_t seed;
 } rm_cfg;
 

@@ -624,6 +624,12 @@ int main(void)
                  .n_meta = 2, .d_state = 16, .d_conv = 4, .dt_rank = 180, .expand = 2,
                  .kv_src = { 0, 1 }, .is_global = { 0, 1 }, .dtype = HY_ST_BF16, .seed = 10 };
     vs_cpu("rand-p", &w, 30);
+    /* no RMSNorms of dt, B, C (mamba_inner_layernorms false) */
+    rm_cfg n = w;
+    n.dt_rank = 8;
+    n.no_inner_norms = 1;
+    n.seed = 12;
+    vs_cpu("rand-n", &n, 30);
     /* two global layers of 4 KV heads: at 4600 keys each key split of the decode kernel spans chunks */
     rm_cfg z = { .vocab = 256, .hidden = 128, .layers = 3, .heads = 8, .kv_heads = 4, .inter = 256, .window = 64,
                  .n_meta = 4, .d_state = 16, .d_conv = 4, .dt_rank = 8, .expand = 2,

@@ -216,11 +216,11 @@ int main(void)
                 .window = 6, .n_meta = 1, .d_state = 4, .d_conv = 4, .dt_rank = 7, .expand = 2,
                 .kv_src = {0, 1, 2}, .is_global = {0, 0, 0},
                 .dtype = HY_ST_F16, .seed = 33};
-    /* D: no meta tokens, d_conv 3, a global group of two, window 4 */
+    /* D: no meta tokens, d_conv 3, a global group of two, window 4, no RMSNorms of dt, B, C */
     rm_cfg d = {.vocab = 257, .hidden = 32, .layers = 4, .heads = 4, .kv_heads = 2, .inter = 40,
                 .window = 4, .n_meta = 0, .d_state = 5, .d_conv = 3, .dt_rank = 4, .expand = 2,
                 .kv_src = {0, 0, 2, 2}, .is_global = {1, 1, 0, 0},
-                .dtype = HY_ST_F32, .seed = 44};
+                .dtype = HY_ST_F32, .seed = 44, .no_inner_norms = 1};
     run_config("A/f32", &a, 29, 9);
     run_config("B/bf16", &b, 23, 7);
     run_config("C/f16", &c, 31, 12);
