@@ -160,7 +160,8 @@ static int rm_config_write(const char *dir, const rm_cfg *c)
             "  \"tie_word_embeddings\": true,\n  \"torch_dtype\": \"%s\",\n  \"kv_reuse_every_i_layer\": -1,\n",
             c->vocab, c->hidden, c->layers, c->heads, c->kv_heads, c->expand * c->hidden / c->heads,
             c->inter, c->window, c->n_meta, c->expand, c->d_state, c->d_conv, c->dt_rank,
-            c->no_inner_norms ? "false" : "true", c->dtype == HY_ST_BF16 ? "bfloat16" : c->dtype == HY_ST_F16 ? "float16" : "float32");
+            c->no_inner_norms ? "false" : "true",
+            c->dtype == HY_ST_BF16 ? "bfloat16" : c->dtype == HY_ST_F16 ? "float16" : "float32");
     fprintf(f, "  \"global_attn_idx\": [");
     for (int L = 0, k = 0; L < c->layers; L++)
         if (c->is_global[L])
